@@ -1,0 +1,119 @@
+"""Checkpoints: written atomically, read with ``weights_only=True``.
+
+A checkpoint is a dict of tensors and plain JSON-like values only, so it loads with PyTorch's weights-only unpickler
+and a file carrying any other object (a pickle payload) is refused. Layout (``FORMAT_VERSION`` 1)::
+
+    format_version, task, params (the resolved params as a JSON-compatible dict), num_classes, class_names,
+    model (state dict), optimizer (state dict), epoch / step (where to continue: the next epoch and the next step
+    in it), global_step, best {metric, value, epoch, global_step}, rng_torch (CPU generator state)
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.errors import UserError
+
+FORMAT_VERSION = 1
+REQUIRED_KEYS = ("format_version", "task", "params", "num_classes", "model")
+
+
+class CheckpointError(UserError):
+    """A checkpoint that cannot be written or used; the message names the file."""
+
+
+def save_atomic(obj: Any, path: str | Path) -> None:
+    """Write `obj` to `path` so that a crash or a full disk at any moment leaves the previous file intact."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"{path}: cannot write checkpoint ({err.strerror or err}); the previous file, if any, "
+                              "is intact") from None
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def load_file(path: str | Path) -> Any:
+    """torch.load with weights_only=True, turning every failure into one readable CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        if "weights only" in str(err).lower() or "unsupported global" in str(err).lower():
+            raise CheckpointError(f"{path}: refused: the file holds Python objects other than tensors and plain "
+                                  "values (only weights-only checkpoints are loaded, as arbitrary pickles can run "
+                                  "code)") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint ({first})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: truncated or not a PyTorch checkpoint ({first})") from None
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A full checkpoint of this tool, validated."""
+    data = load_file(path)
+    if not isinstance(data, dict) or any(key not in data for key in REQUIRED_KEYS):
+        found = sorted(data)[:8] if isinstance(data, dict) else type(data).__name__
+        raise CheckpointError(f"{path}: not a checkpoint of this tool (expected keys {list(REQUIRED_KEYS)}, found "
+                              f"{found}); a bare state dict can be used as pretrain_snapshot")
+    if data["format_version"] != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format {data['format_version']!r}, this version reads "
+                              f"{FORMAT_VERSION}")
+    return data
+
+
+def state_dict_of(data: Any, path: str | Path) -> dict:
+    """The model state dict inside a checkpoint of this tool or a bare state dict."""
+    if isinstance(data, dict) and "model" in data and isinstance(data["model"], dict):
+        data = data["model"]
+    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise CheckpointError(f"{path}: holds neither a checkpoint of this tool nor a state dict of tensors")
+    return {key.removeprefix("module."): value for key, value in data.items()}
+
+
+def load_weights_strict(model: torch.nn.Module, state: dict, path: str | Path,
+                        ignore_prefixes: tuple[str, ...] = ()) -> None:
+    """Load `state` into `model` strictly; a mismatch names the missing, unexpected and mis-shaped keys.
+
+    `ignore_prefixes` drops keys deliberately (e.g. the classifier when the number of classes changes); they are
+    dropped from both sides, so nothing else can go missing silently.
+    """
+    own = model.state_dict()
+    state = {k: v for k, v in state.items() if not k.startswith(ignore_prefixes)}
+    expected = {k for k in own if not k.startswith(ignore_prefixes)}
+    missing = sorted(expected - set(state))
+    unexpected = sorted(set(state) - expected)
+    shapes = sorted(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in expected & set(state)
+                    if state[k].shape != own[k].shape)
+    if missing or unexpected or shapes:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
+            if keys:
+                parts.append(f"{label}: {', '.join(keys[:4])}{' …' if len(keys) > 4 else ''} ({len(keys)})")
+        raise CheckpointError(f"{path}: weights do not fit this model ({'; '.join(parts)}); was it trained with a "
+                              "different model_params or number of classes?")
+    own.update(state)
+    model.load_state_dict(own, strict=True)

@@ -1,0 +1,106 @@
+"""A run directory and its small state files.
+
+``<working_dir>/<name>/`` holds ``params.json`` (resolved), ``train_log``, ``pid``, ``run_state.json`` (state,
+epoch, best metric; rewritten atomically), ``latest.pth``, ``epoch_NNN.pth``, ``model_best.pth``,
+``eval_results.jsonl`` and the TensorBoard event files. ``stop_train`` asks a run to stop by creating ``STOP``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+STATES = ("starting", "running", "finished", "failed", "stopped")
+
+
+@dataclass
+class RunState:
+    state: str = "starting"
+    pid: Optional[int] = None
+    epoch: int = 0
+    epochs: int = 0
+    global_step: int = 0
+    best_metric: Optional[str] = None
+    best_value: Optional[float] = None
+    message: str = ""
+    updated: float = field(default_factory=time.time)
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    params = property(lambda self: self.path / "params.json")
+    log = property(lambda self: self.path / "train_log")
+    pid_file = property(lambda self: self.path / "pid")
+    state_file = property(lambda self: self.path / "run_state.json")
+    stop_file = property(lambda self: self.path / "STOP")
+    latest = property(lambda self: self.path / "latest.pth")
+    best = property(lambda self: self.path / "model_best.pth")
+    eval_results = property(lambda self: self.path / "eval_results.jsonl")
+
+    def epoch_checkpoint(self, epoch: int) -> Path:
+        """The snapshot taken at the end of `epoch` (1-based: epoch_001.pth is after the first epoch)."""
+        return self.path / f"epoch_{epoch:03d}.pth"
+
+    def read_state(self) -> Optional[RunState]:
+        try:
+            data = json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return None
+        known = {k: v for k, v in data.items() if k in RunState.__dataclass_fields__}
+        return RunState(**known)
+
+    def write_state(self, state: RunState) -> None:
+        state.updated = time.time()
+        write_text_atomic(self.state_file, json.dumps(asdict(state), indent=2))
+
+    def update_state(self, **changes) -> RunState:
+        state = self.read_state() or RunState()
+        for key, value in changes.items():
+            setattr(state, key, value)
+        self.write_state(state)
+        return state
+
+    def append_eval_result(self, record: dict) -> None:
+        with open(self.eval_results, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def pid_alive(pid: Optional[int]) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not yet reaped by its parent) still answers kill(0); it is not running.
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def effective_state(state: RunState) -> str:
+    """The state a person should see: a 'running' run whose process is gone has failed."""
+    if state.state in ("starting", "running") and not pid_alive(state.pid):
+        return "failed"
+    return state.state

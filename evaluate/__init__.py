@@ -1,0 +1,84 @@
+"""The evaluator registry.
+
+An evaluator is a module exposing ``run_eval``; ``evaluation_params.type`` names it. A bare name ``NAME`` is the file
+``evaluate/NAME.py`` (drop a file in this folder and it is available, no other edit); a dotted name
+``pkg.module`` is any importable module. The contract (see README, "Writing an evaluator")::
+
+    def run_eval(params, model, device, writer=None, global_step=0) -> tuple[dict[str, float], str]
+
+returns a flat dict of float metrics and the name of the primary one (higher is better). ``params`` is the parsed
+`engine.params.TrainParams`; ``model`` maps an image batch to outputs (a torch module in eval mode, or the ONNX Runtime
+wrapper offline); ``writer`` is the run's TensorBoard writer (None offline). Optional context keywords an evaluator may
+declare: ``feature_path`` and ``model_file`` (offline feature cache), ``class_names`` (classification). Only the
+keywords a ``run_eval`` declares are passed to it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import pkgutil
+from pathlib import Path
+from typing import Callable
+
+from engine.errors import UserError
+
+_HERE = Path(__file__).resolve().parent
+# Modules in this folder that are library code, not evaluators.
+_LIBRARY_MODULES = {"metrics", "rerank", "postprocess", "features", "visualize", "reid_data"}
+
+
+def available_evaluators() -> list[str]:
+    names = []
+    for info in pkgutil.iter_modules([str(_HERE)]):
+        if info.name.startswith("_") or info.name in _LIBRARY_MODULES:
+            continue
+        names.append(info.name)
+    return sorted(names)
+
+
+def get_evaluator(name: str) -> Callable:
+    """The ``run_eval`` of evaluator `name`; a UserError lists the available ones when it does not exist."""
+    if "." in name:
+        module_name = name
+        found = importlib.util.find_spec(name.split(".")[0]) is not None
+    else:
+        module_name = f"evaluate.{name}"
+        found = name in available_evaluators()
+    if not found:
+        raise UserError(f"evaluation_params.type: unknown evaluator {name!r}; available: "
+                        f"{', '.join(available_evaluators())} (or a dotted module path such as mypkg.my_eval)")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        raise UserError(f"evaluation_params.type: cannot import evaluator module {module_name!r}: {err}") from None
+    run_eval = getattr(module, "run_eval", None)
+    if not callable(run_eval):
+        raise UserError(f"evaluation_params.type: module {module_name!r} ({getattr(module, '__file__', '?')}) has no "
+                        "run_eval function")
+    return run_eval
+
+
+def check_result(name: str, result) -> tuple[dict[str, float], str]:
+    """Validate what an evaluator returned, so a plugin bug is reported as such and not as a crash elsewhere."""
+    if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], dict)):
+        raise TypeError(f"evaluator {name!r} must return (metrics: dict[str, float], primary: str), got "
+                        f"{type(result).__name__}")
+    metrics, primary = result
+    clean = {}
+    for key, value in metrics.items():
+        if not isinstance(key, str) or isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"evaluator {name!r} returned a non-float metric {key!r}: {value!r}")
+        clean[key] = float(value)
+    if primary not in clean:
+        raise TypeError(f"evaluator {name!r} names primary metric {primary!r}, which is not among {sorted(clean)}")
+    return clean, primary
+
+
+def call_evaluator(name: str, run_eval: Callable, params, model, device, **context) -> tuple[dict[str, float], str]:
+    """Call a ``run_eval`` with the context keywords it declares, and validate its result."""
+    signature = inspect.signature(run_eval)
+    takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
+    accepted = {k: v for k, v in context.items() if takes_all or k in signature.parameters}
+    return check_result(name, run_eval(params, model, device, **accepted))

@@ -1,0 +1,54 @@
+"""Image-classification evaluation: top-1 / top-5 accuracy on a class-folder validation set.
+
+``evaluation_params.data_dir`` is a folder per class (or a root whose val/ holds them); class folders are mapped to
+the training classes by name. Per-class accuracy goes to the log. The primary metric is top1.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from data.formats import open_classification_eval, open_train_set
+from data.loader import build_eval_loader
+from data.transforms import build_eval_transform
+from engine.errors import UserError
+from engine.params import TrainParams
+from evaluate.features import extract_features
+
+log = logging.getLogger(__name__)
+PRIMARY = "top1"
+
+
+def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """Fraction of samples whose label is among the k highest logits (ties broken by the lower class index)."""
+    k = min(k, logits.shape[1])
+    order = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+    return float(np.mean(np.any(order == labels[:, None], axis=1)))
+
+
+def run_eval(params: TrainParams, model: Callable, device: torch.device, writer=None,
+             global_step: int = 0, class_names=None) -> tuple[dict[str, float], str]:
+    data_dir = Path(params.evaluation_params.data_dir or params.batches_dir)
+    if class_names is None:
+        class_names = open_train_set(params.batches_dir, "classification").class_names
+    val = open_classification_eval(data_dir, class_names)
+    transform = build_eval_transform(params.img_h, params.img_w, params.data_augmentation)
+    batch_size = params.evaluation_params.batch_size or params.batch_sampling_params.batch_size
+    logits = extract_features(model, build_eval_loader(val, transform, batch_size, params.num_preprocess_workers),
+                              device)
+    labels = np.array([r.label for r in val.records], dtype=np.int64)
+    if logits.shape[1] != len(class_names):
+        raise UserError(f"classification_evaluate: the model outputs {logits.shape[1]} scores but the training set "
+                        f"has {len(class_names)} classes; is this a classification model?")
+    predictions = logits.argmax(1)
+    per_class = {name: float(np.mean(predictions[labels == c] == c)) for c, name in enumerate(class_names)
+                 if np.any(labels == c)}
+    log.info("per-class accuracy: %s", ", ".join(f"{n}={v:.3f}" for n, v in per_class.items()))
+    metrics = {"top1": topk_accuracy(logits, labels, 1), "top5": topk_accuracy(logits, labels, 5),
+               "num_images": float(len(labels))}
+    return metrics, PRIMARY

@@ -1,0 +1,130 @@
+"""Offline evaluation of a checkpoint or an exported ONNX model.
+
+    python evaluator.py eval_params.json
+
+A .pth checkpoint rebuilds its model from the params stored inside it; an .onnx model runs in ONNX Runtime with the
+preprocessing recorded in its metadata. Prints a table and writes the metrics as JSON to ``result_log_file``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from engine.errors import UserError
+
+
+def evaluation_overrides(ep) -> dict:
+    """The evaluation_params of a training params file that eval_params.json sets."""
+    return {"spectral_transform": ep.spectral_transform, "spectral_top_k": ep.spectral_top_k,
+            "distance": ep.distance, "flip_test": ep.flip_test, "rerank": ep.rerank, "rerank_k1": ep.rerank_k1,
+            "rerank_k2": ep.rerank_k2, "rerank_lambda": ep.rerank_lambda, "max_rank": ep.max_rank,
+            "batch_size": ep.batch_size, "visualize_queries": 0}
+
+
+def resolve_device(gpus):
+    import torch
+
+    if not gpus:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise UserError(f"gpus: {gpus} asks for CUDA devices, but CUDA is not available; set \"gpus\": []")
+    return torch.device("cuda", gpus[0])
+
+
+def model_and_params_from_checkpoint(ep, device):
+    from engine.checkpoint import load_checkpoint, load_weights_strict
+    from engine.params import parse_params
+    from networks.factory import build_model
+
+    ckpt = load_checkpoint(ep.model_path)
+    stored = dict(ckpt["params"])
+    if ep.model_params is not None:
+        differing = sorted(k for k, v in ep.model_params.items() if stored["model_params"].get(k) != v)
+        if differing:
+            raise UserError(f"model_params: {', '.join(differing)} differ from the checkpoint's "
+                            f"({ {k: stored['model_params'].get(k) for k in differing} }); remove model_params, the "
+                            "model is rebuilt from the checkpoint")
+    stored["evaluation_params"] = {**stored["evaluation_params"], **evaluation_overrides(ep)}
+    if ep.data_dir:
+        stored["evaluation_params"]["data_dir"] = ep.data_dir
+    if ep.img_h:
+        stored["img_h"], stored["img_w"] = ep.img_h, ep.img_w or stored["img_w"]
+        stored["data_augmentation"] = {**stored["data_augmentation"], "crop_h": 0, "crop_w": 0}
+    stored["num_preprocess_workers"] = ep.num_preprocess_workers
+    params = parse_params(stored, f"{ep.model_path} (stored params)")
+    model = build_model(params.task, params.model_params, ckpt["num_classes"], imagenet_pretrain=False)
+    load_weights_strict(model, ckpt["model"], ep.model_path)
+    model.to(device).eval()
+    return model, params, ckpt
+
+
+def model_and_params_from_onnx(ep, device):
+    from deploy.runtime import OnnxFeatureModel
+    from engine.params import parse_params
+
+    if not ep.data_dir:
+        raise UserError("data_dir: required when model_path is an ONNX model (it carries no training params)")
+    model = OnnxFeatureModel(ep.model_path, prefer_cuda=device.type == "cuda")
+    h, w = model.input_size
+    if ep.img_h and (ep.img_h, ep.img_w or w) != (h, w):
+        raise UserError(f"img_h/img_w: {ep.img_h}×{ep.img_w} differ from the ONNX model's input {h}×{w}")
+    params = parse_params({
+        "task": model.task, "batches_dir": ep.data_dir, "img_h": h, "img_w": w,
+        "data_augmentation": {"imagenet_static": model.imagenet_static},
+        "num_preprocess_workers": ep.num_preprocess_workers,
+        "evaluation_params": {**evaluation_overrides(ep), "data_dir": ep.data_dir},
+    }, f"{ep.model_path} (ONNX metadata)")
+    return model, params
+
+
+def format_table(metrics: dict[str, float]) -> str:
+    width = max(len(k) for k in metrics)
+    return "\n".join(f"{k.ljust(width)}  {v:.6f}" if not float(v).is_integer() else f"{k.ljust(width)}  {int(v)}"
+                     for k, v in metrics.items())
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("eval_params", help="the eval_params.json file")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+
+    from engine.params import load_eval_params
+    from engine.run_dir import write_text_atomic
+    from evaluate import call_evaluator, get_evaluator
+
+    ep = load_eval_params(args.eval_params)
+    device = resolve_device(ep.gpus)
+    extra = {}
+    if ep.model_path.endswith(".onnx"):
+        model, params = model_and_params_from_onnx(ep, device)
+    else:
+        model, params, ckpt = model_and_params_from_checkpoint(ep, device)
+        if params.task == "classification":
+            extra["class_names"] = tuple(ckpt["class_names"])
+    name = ep.benchmark_type or ("classification_evaluate" if params.task == "classification" else "market_evaluate")
+    run_eval = get_evaluator(name)
+    import torch
+
+    with torch.no_grad():
+        metrics, primary = call_evaluator(name, run_eval, params, model, device, feature_path=ep.feature_path or None,
+                                          model_file=ep.model_path, **extra)
+    print(format_table(metrics))
+    result = {"model_path": ep.model_path, "benchmark_type": name, "primary": primary, "metrics": metrics}
+    out = Path(ep.result_log_file)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out, json.dumps(result, indent=2) + "\n")
+    print(f"metrics written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

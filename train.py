@@ -1,0 +1,72 @@
+"""Train re-ID / classification models from one params.json.
+
+    python train.py --operation start_train --config_path params.json [--sub_working_dir NAME] [--resume latest|N|PATH]
+    python train.py --operation train       --config_path params.json [--sub_working_dir NAME] [--resume ...]
+    python train.py --operation status      --config_path params.json
+    python train.py --operation stop_train  --config_path params.json --sub_working_dir NAME
+    python train.py --print-schema
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from engine.errors import UserError
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--operation", choices=["start_train", "train", "status", "stop_train"],
+                        help="start_train: detached background run; train: foreground run with progress bars; "
+                             "status: table of the runs under working_dir; stop_train: graceful stop of a run")
+    parser.add_argument("--config_path", help="the params.json file")
+    parser.add_argument("--sub_working_dir", help="run directory name inside working_dir (default: a timestamp)")
+    parser.add_argument("--resume", help="continue a run: 'latest', an epoch number N (epoch_NNN.pth), or a "
+                                         "checkpoint path")
+    parser.add_argument("--print-schema", action="store_true", help="print the JSON Schema of params.json and exit")
+    parser.add_argument("--attach", action="store_true", help=argparse.SUPPRESS)  # used by start_train's child
+    args = parser.parse_args(argv)
+    if not args.print_schema and not args.operation:
+        parser.error("--operation is required (or --print-schema)")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.print_schema:
+        from engine.params import json_schema
+
+        print(json.dumps(json_schema(), indent=2))
+        return 0
+    from engine import service
+    from engine.params import load_params
+    from engine.run_dir import RunDir
+
+    if args.operation == "status":
+        if not args.config_path:
+            raise UserError("--operation status needs --config_path (it gives working_dir)")
+        print(service.status_table(Path(load_params(args.config_path).working_dir)))
+        return 0
+    if args.operation == "stop_train":
+        if not args.config_path or not args.sub_working_dir:
+            raise UserError("--operation stop_train needs --config_path and --sub_working_dir")
+        working_dir = Path(load_params(args.config_path).working_dir)
+        return service.stop_run(RunDir(working_dir / service.run_name(args.sub_working_dir)))
+    launch = service.Launch(args.config_path, args.sub_working_dir, args.resume, attach=args.attach)
+    if args.operation == "start_train":
+        return service.start_detached(launch)
+    return service.train_foreground(launch, show_progress=sys.stderr.isatty() and not args.attach,
+                                    console=not args.attach)
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
