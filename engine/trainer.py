@@ -274,6 +274,7 @@ class Trainer:
                     if p.global_step % params.log_every_steps == 0:
                         elapsed = time.perf_counter() - window_start
                         self.log_step(loss, components, accuracy, window_images / max(elapsed, 1e-9))
+                        self.run_dir.update_state(epoch=p.epoch, global_step=p.global_step)
                         window_start, window_images = time.perf_counter(), 0
                     p.step += 1
                     p.global_step += 1

@@ -1,0 +1,46 @@
+"""Shared fixtures: a tiny synthetic Market-1501 dataset and tiny, fast training params."""
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from data.synthetic import MarketSpec, generate_market
+
+TINY_SPEC = MarketSpec(num_train_ids=8, num_test_ids=6, train_images_per_id=6, max_cams_per_id=3, min_gallery_per_id=3,
+                       max_gallery_per_id=5, num_distractors=4, num_junk=2, img_h=64, img_w=32, seed=3)
+
+
+@pytest.fixture(scope="session")
+def tiny_market(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data") / "market"
+    generate_market(root, TINY_SPEC, workers=1)
+    return root
+
+
+def tiny_params(data_root: Path, working_dir: Path, **overrides) -> dict:
+    """Params that train a resnet18 on 64×32 images for a couple of epochs in seconds."""
+    params = {
+        "working_dir": str(working_dir),
+        "batches_dir": str(data_root),
+        "img_h": 64, "img_w": 32, "epochs": 2,
+        "batch_sampling_params": {"class_balanced": True, "P": 4, "K": 2},
+        "model_params": {"model": "resnet18", "feature_dim": 32, "dropout": 0.0},
+        "tri_loss_params": {"margin": 0.3},
+        "lr": {"base_lr": 0.01, "fc_lr": 0.05, "decay_step": [], "warmup_epoch": 0},
+        "num_preprocess_workers": 0,
+        "log_every_steps": 1,
+        "evaluation_params": {"type": "market_evaluate", "epoch": 1, "visualize_queries": 2},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(params.get(key), dict):
+            params[key] = {**params[key], **value}
+        else:
+            params[key] = value
+    return copy.deepcopy(params)
+
+
+def write_params(path: Path, params: dict) -> Path:
+    path.write_text(json.dumps(params, indent=2))
+    return path
