@@ -24,7 +24,7 @@ from data.transforms import build_eval_transform, network_input_size
 from engine.errors import UserError
 from engine.params import TrainParams
 from evaluate.features import extract_features, fingerprint, load_feature_cache, save_feature_cache
-from evaluate.metrics import rank_metrics, rank_metrics_from_features, topk_filtered
+from evaluate.metrics import pairwise_distances, rank_metrics, rank_metrics_from_features, topk_filtered
 from evaluate.postprocess import spectral_refine
 from evaluate.rerank import k_reciprocal_rerank
 from evaluate.visualize import cmc_curve_image, ranked_grid
@@ -36,15 +36,6 @@ PRIMARY = "rank1"
 def eval_data_dir(params: TrainParams) -> Path:
     data_dir = params.evaluation_params.data_dir or params.batches_dir
     return Path(data_dir)
-
-
-def pairwise_distance(q: np.ndarray, g: np.ndarray, metric: str) -> np.ndarray:
-    """cosine: 1 − cos on L2-normalised features; euclidean: squared Euclidean distance."""
-    if metric == "cosine":
-        q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
-        g = g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
-        return 1.0 - q @ g.T
-    return np.maximum((q * q).sum(1)[:, None] + (g * g).sum(1)[None, :] - 2.0 * (q @ g.T), 0.0)
 
 
 def compute_features(params: TrainParams, model: Callable, device: torch.device, query, gallery,
@@ -84,7 +75,7 @@ def run_eval(params: TrainParams, model: Callable, device: torch.device, writer=
     metrics = _flat(result)
     dist = None
     if ev.spectral_transform > 0 or ev.visualize_queries and writer is not None:
-        dist = pairwise_distance(qf, gf, ev.distance)
+        dist = pairwise_distances(qf, gf, ev.distance)
     if ev.spectral_transform > 0:
         refined = spectral_refine(dist, qf, gf, ev.spectral_transform, ev.spectral_top_k)
         metrics.update({f"st_{k}": v for k, v in _flat(rank_metrics(refined, max_rank=ev.max_rank, **ids)).items()})
