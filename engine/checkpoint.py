@@ -70,6 +70,8 @@ def load_file(path: str | Path) -> Any:
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path}: truncated or not a PyTorch checkpoint ({first})") from None
+    except Exception as err:  # the legacy unpickler fails in many ways on foreign bytes
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -103,11 +103,16 @@ def test_stop_mid_epoch_then_resume_is_exact(tiny_market, tmp_path, monkeypatch)
         assert torch.equal(value, resumed.model.state_dict()[key]), key
 
 
+def readme_example_plugin() -> str:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### Writing an evaluator"):]
+    return section[section.index("```python") + len("```python"):section.index("```\n", section.index("```python") + 9)]
+
+
 def test_plugin_dropped_into_evaluate_is_used_by_name(tiny_market, tmp_path):
+    """The README's example evaluator, saved as a new file in evaluate/, is picked up by its name."""
     plugin = ROOT / "evaluate" / "zz_test_plugin_evaluate.py"
-    plugin.write_text(
-        "def run_eval(params, model, device, writer=None, global_step=0):\n"
-        "    return {'steps_seen': float(global_step), 'constant': 0.5}, 'constant'\n")
+    plugin.write_text(readme_example_plugin())
     try:
         params = tiny_params(tiny_market, tmp_path / "runs", epochs=1,
                              evaluation_params={"type": "zz_test_plugin_evaluate"})
@@ -118,7 +123,8 @@ def test_plugin_dropped_into_evaluate_is_used_by_name(tiny_market, tmp_path):
     finally:
         plugin.unlink()
     record = json.loads((tmp_path / "runs" / "plug" / "eval_results.jsonl").read_text())
-    assert record["primary"] == "constant" and record["metrics"]["steps_seen"] > 0
+    assert record["primary"] == "loo_accuracy" and 0.0 <= record["metrics"]["loo_accuracy"] <= 1.0
+    assert (tmp_path / "runs" / "plug" / "model_best.pth").is_file()
 
 
 def test_dotted_plugin_outside_the_repo(tiny_market, tmp_path):
