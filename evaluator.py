@@ -102,6 +102,8 @@ def main(argv=None) -> int:
     extra = {}
     if ep.model_path.endswith(".onnx"):
         model, params = model_and_params_from_onnx(ep, device)
+        if params.task == "classification" and model.class_names:
+            extra["class_names"] = tuple(model.class_names)
     else:
         model, params, ckpt = model_and_params_from_checkpoint(ep, device)
         if params.task == "classification":

@@ -1,0 +1,663 @@
+"""Export a trained model to ONNX, with its preprocessing in the metadata and parity proven at export time.
+
+    python -m deploy.export --checkpoint RUN/model_best.pth --out model.onnx [--opset 17]
+                            [--quantize none|fp16|int8] [--batch-check 1,4] [--images DIR]
+
+The model is rebuilt from the params stored in the checkpoint (never from a state dict alone) and its eval-mode
+inference graph is exported:
+
+* re-ID: input ``images`` (N×3×H×W float32, normalised), outputs ``features`` (the raw N×D descriptor, as the
+  PyTorch model returns it) and ``features_normalized`` (the same, L2-normalised inside the graph);
+* classification: input ``images``, output ``logits`` (N×num_classes).
+
+The batch axis is dynamic. Everything a consumer needs (input size, mean/std, colour order, pixel scale, output
+meaning, feature dim, …) is written into the model's ``metadata_props``; :mod:`deploy.runtime` reads it back.
+
+Exporter: the TorchScript-based ``torch.onnx.export(..., dynamo=False)``. On this stack it exports the ResNet
+re-ID/classification graphs at the requested opset (17) with a dynamic batch axis and Conv+BN folded, in about half the
+time of the torch.export-based exporter, which cannot produce opset < 18 (its down-conversion fails and leaves opset 18
+behind with a traceback in the log). ``exporter="dynamo"`` is kept as an option (opset raised to ≥ 18).
+
+Parity: before anything is written to ``out``, ONNX Runtime (CPUExecutionProvider) is run against PyTorch eager on
+the same batch at each size in ``batch_check`` (default 1 and 4). fp32 exports must agree within
+``FP32_TOLERANCE`` (max abs difference of the L2-normalised features for re-ID; of the logits, scaled by
+max(1, max|logit|), for classification). Quantised exports (int8 dynamic, fp16) are measured the same way and must
+keep the mean cosine similarity to the fp32 PyTorch output ≥ ``QUANTIZED_MIN_MEAN_COSINE`` (and the worst image
+≥ ``QUANTIZED_MIN_COSINE``). A failed check raises :class:`ExportError` and leaves no output file behind (the file
+is written atomically, only after every check passed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from engine.errors import UserError
+
+log = logging.getLogger(__name__)
+
+TOOL_NAME = "reid-service"
+EXPORTED_BY = f"{TOOL_NAME} deploy.export"  # metadata marker that deploy.runtime requires
+DEPLOY_FORMAT_VERSION = "1"
+DEFAULT_OPSET = 17
+EXPORTERS = ("torchscript", "dynamo")
+QUANTIZE_CHOICES = ("none", "fp16", "int8")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
+
+FP32_TOLERANCE = 1e-4  # max abs diff: normalised features (re-ID) / logits ÷ max(1, max|logit|) (classification)
+QUANTIZED_MIN_MEAN_COSINE = 0.99
+QUANTIZED_MIN_COSINE = 0.95
+PARITY_SEED = 0
+
+
+class ExportError(UserError):
+    """An export that cannot be produced or does not behave like the PyTorch model; the message says which check."""
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# report
+
+
+@dataclass
+class ParityResult:
+    """ONNX Runtime vs PyTorch eager (fp32) on one batch."""
+
+    batch_size: int
+    compared: str              # the output compared: "features_normalized" or "logits"
+    max_abs_diff: float        # on `compared` (for re-ID: L2-normalised features)
+    max_abs_diff_raw: float    # on the raw output ("features" / "logits")
+    mean_cosine: float         # cosine similarity of each image's output vector, averaged
+    min_cosine: float
+    top1_agreement: Optional[float] = None  # classification: fraction of images with the same arg-max
+
+
+@dataclass
+class ExportReport:
+    out_path: str
+    source_checkpoint: str
+    task: str
+    model: str
+    input_size: list[int]
+    outputs: list[str]
+    output_dim: int
+    num_classes: int
+    opset: int
+    exporter: str
+    quantize: str
+    parity_inputs: str
+    threshold: str
+    parity: list[ParityResult] = field(default_factory=list)
+    passed: bool = False
+    file_bytes: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self, indent: Optional[int] = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the shared core
+
+
+def tool_version() -> str:
+    """Version of this tool: the installed distribution's, else pyproject.toml's, else "unknown"."""
+    try:
+        from importlib.metadata import version
+
+        return version(TOOL_NAME)
+    except Exception:  # noqa: BLE001 - PackageNotFoundError or a broken installation alike
+        pass
+    try:
+        import tomllib
+
+        with open(Path(__file__).resolve().parent.parent / "pyproject.toml", "rb") as handle:
+            return str(tomllib.load(handle)["project"]["version"])
+    except Exception:  # noqa: BLE001
+        return "unknown"
+
+
+def _metadata_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return (text.splitlines()[0] if text else type(err).__name__)[:300]
+
+
+def _torch_export(module, example_inputs: tuple, path: Path, input_names: Sequence[str],
+                  output_names: Sequence[str], dynamic_axes: Optional[dict], opset: int, exporter: str) -> None:
+    import torch
+
+    kwargs = dict(input_names=list(input_names), output_names=list(output_names), dynamic_axes=dynamic_axes or None,
+                  opset_version=opset)
+    with warnings.catch_warnings():
+        # The TorchScript exporter announces its own deprecation on every call; the dynamo one suggests
+        # dynamic_shapes. Neither says anything about this export.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.filterwarnings("ignore", message=".*dynamic_axes.*")
+        # the exporters print progress to stdout, which belongs to the CLI's JSON report
+        with torch.no_grad(), contextlib.redirect_stdout(sys.stderr):
+            if exporter == "torchscript":
+                torch.onnx.export(module, example_inputs, str(path), dynamo=False, do_constant_folding=True,
+                                  **kwargs)
+            else:
+                torch.onnx.export(module, example_inputs, str(path), dynamo=True, external_data=False,
+                                  verbose=False, **kwargs)
+
+
+def export_module(module, example_inputs: tuple, input_names: Sequence[str], output_names: Sequence[str],
+                  dynamic_axes: Optional[dict], metadata: dict[str, Any], out_path: str | Path, *,
+                  opset: int = DEFAULT_OPSET, exporter: str = "torchscript",
+                  postprocess: Optional[Callable[[Any], Any]] = None,
+                  verify: Optional[Callable[[Any], Optional[dict[str, Any]]]] = None):
+    """Export `module` (an ``nn.Module`` in eval mode) to ONNX at `out_path`; returns the saved ``onnx.ModelProto``.
+
+    The shared core of every export of this tool (re-ID, classification, and later each tracker graph):
+
+    1. ``torch.onnx.export`` of ``module(*example_inputs)`` with the given input/output names and ``dynamic_axes``
+       (``{name: {axis: "label"}}``; None = all static);
+    2. ``postprocess(model) -> model``, optional (e.g. quantisation);
+    3. `metadata` (values: str, or anything JSON-able, stored as JSON) added to ``metadata_props`` together with
+       ``exported_by``, ``deploy_format_version``, ``tool_version``, ``torch_version``, ``exporter`` and ``opset``;
+    4. ``onnx.checker.check_model(full_check=True)``;
+    5. ``verify(model)``, optional: raises (an ExportError) to refuse the model, or returns extra metadata (e.g. the
+       measured parity) to record;
+    6. atomic write to `out_path`. Nothing is written there unless every step passed.
+    """
+    import onnx
+    import torch
+
+    if exporter not in EXPORTERS:
+        raise ExportError(f"exporter: expected one of {', '.join(EXPORTERS)}; found {exporter!r}")
+    if module.training:
+        raise ExportError(f"{type(module).__name__}: the module must be in eval mode to export its inference graph")
+    if exporter == "dynamo" and opset < 18:
+        log.info("the dynamo exporter produces opset ≥ 18; exporting opset 18 instead of %d", opset)
+        opset = 18
+    out_path = Path(out_path)
+    with tempfile.TemporaryDirectory(prefix="onnx-export-") as tmp:
+        raw = Path(tmp) / "raw.onnx"
+        try:
+            _torch_export(module, example_inputs, raw, input_names, output_names, dynamic_axes, opset, exporter)
+        except Exception as err:  # noqa: BLE001 - exporter failures come in every exception type
+            raise ExportError(f"torch.onnx.export ({exporter}, opset {opset}) failed for "
+                              f"{type(module).__name__}: {_first_line(err)}") from err
+        model = onnx.load(str(raw))
+    if postprocess is not None:
+        model = postprocess(model)
+    props = {key: _metadata_text(value) for key, value in metadata.items()}
+    props.update({"exported_by": EXPORTED_BY, "deploy_format_version": DEPLOY_FORMAT_VERSION,  # not overridable
+                  "tool_version": tool_version(), "torch_version": torch.__version__, "exporter": exporter,
+                  "opset": str(opset)})
+    _set_metadata(model, props)
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as err:  # noqa: BLE001 - onnx.checker.ValidationError, shape-inference errors
+        raise ExportError(f"onnx.checker rejected the exported {type(module).__name__}: {_first_line(err)}") from err
+    if verify is not None:
+        extra = verify(model)
+        if extra:
+            _set_metadata(model, {key: _metadata_text(value) for key, value in extra.items()})
+    _save_atomic(model, out_path)
+    return model
+
+
+def _set_metadata(model, props: dict[str, str]) -> None:
+    """Set (add or replace) entries of ``model.metadata_props``."""
+    existing = {entry.key: entry for entry in model.metadata_props}
+    for key, value in props.items():
+        if key in existing:
+            existing[key].value = value
+        else:
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, value
+
+
+def _save_atomic(model, out_path: Path) -> None:
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(model.SerializeToString())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, out_path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise ExportError(f"{out_path}: cannot write the ONNX file ({err.strerror or err})") from None
+    except ValueError as err:  # protobuf refuses messages > 2 GiB
+        tmp.unlink(missing_ok=True)
+        raise ExportError(f"{out_path}: the model is too large for a single ONNX file ({err})") from None
+
+
+def session_from_model(model, providers: Sequence[str] = ("CPUExecutionProvider",), intra_op_threads: int = 1):
+    """An ONNX Runtime session on an in-memory ModelProto. The parity check runs single-threaded by default: its
+    speed does not matter, and a thread pool that spins on a machine busy with other jobs can be 10–50× slower."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=list(providers))
+    except Exception as err:  # noqa: BLE001 - onnxruntime raises its own pybind exception types
+        raise ExportError(f"ONNX Runtime cannot load the exported model: {_first_line(err)}") from err
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# quantisation
+
+
+def _quantize_int8(model):
+    """Dynamic int8 quantisation by ONNX Runtime: QInt8 weights for MatMul/Gemm/Conv, activations quantised at run
+    time (uint8). Shape inference/optimisation pre-processing first where it succeeds."""
+    import onnx
+
+    try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError as err:
+        raise ExportError(f"--quantize int8 is not available: onnxruntime.quantization cannot be imported ({err})") \
+            from None
+    with tempfile.TemporaryDirectory(prefix="onnx-quant-") as tmp:
+        src, pre, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
+        model = onnx.ModelProto.FromString(model.SerializeToString())
+        del model.graph.value_info[:]  # stale intermediate shapes (dynamo exporter) clash with re-inference
+        onnx.save(model, str(src))
+        try:
+            from onnxruntime.quantization.shape_inference import quant_pre_process
+
+            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+            source = pre
+        except Exception as err:  # noqa: BLE001 - pre-processing is an optimisation, not a requirement
+            log.info("quantisation pre-processing skipped (%s)", _first_line(err))
+            source = src
+        try:
+            quantize_dynamic(str(source), str(dst), weight_type=QuantType.QInt8,
+                             op_types_to_quantize=["MatMul", "Gemm", "Conv"])
+        except Exception as err:  # noqa: BLE001
+            raise ExportError(f"int8 dynamic quantisation failed: {_first_line(err)}") from err
+        return onnx.load(str(dst))
+
+
+def _quantize_fp16(model):
+    """fp16 weights and compute with float32 inputs/outputs (onnxruntime.transformers.float16)."""
+    try:
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+    except Exception as err:  # noqa: BLE001 - ImportError or a missing optional dependency inside it
+        raise ExportError("--quantize fp16 is not available: it needs onnxruntime.transformers.float16, which cannot "
+                          f"be imported from the installed onnxruntime ({_first_line(err)}); use --quantize int8 or "
+                          "none") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            converted = convert_float_to_float16(model, keep_io_types=True)
+            # the converter appends the input/output Cast nodes at the end of the node list: restore the
+            # topological order that the ONNX standard (and onnx.checker) requires
+            from onnxruntime.transformers.onnx_model import OnnxModel
+
+            wrapper = OnnxModel(converted)
+            wrapper.topological_sort()
+            return wrapper.model
+        except Exception as err:  # noqa: BLE001
+            raise ExportError(f"fp16 conversion failed: {_first_line(err)}") from err
+
+
+QUANTIZERS: dict[str, Optional[Callable]] = {"none": None, "int8": _quantize_int8, "fp16": _quantize_fp16}
+QUANTIZATION_TEXT = {"none": "none (fp32)",
+                     "int8": "int8 dynamic (onnxruntime quantize_dynamic: QInt8 weights of MatMul/Gemm/Conv, "
+                             "activations quantised at run time)",
+                     "fp16": "fp16 weights and compute, float32 inputs/outputs (onnxruntime.transformers.float16)"}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# parity
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    na = np.maximum(np.linalg.norm(a, axis=1), 1e-12)
+    nb = np.maximum(np.linalg.norm(b, axis=1), 1e-12)
+    return (a * b).sum(1) / (na * nb)
+
+
+def _l2n(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def measure_parity(session, torch_model, images: np.ndarray, batch_sizes: Sequence[int], task: str) \
+        -> list[ParityResult]:
+    """Run ONNX Runtime and PyTorch eager (fp32, no grad) on the first `bs` images for each batch size."""
+    import torch
+
+    results = []
+    for bs in batch_sizes:
+        batch = np.ascontiguousarray(images[:bs])
+        try:
+            outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"images": batch})))
+        except Exception as err:  # noqa: BLE001
+            raise ExportError(f"ONNX Runtime failed on a batch of {bs}: {_first_line(err)}") from err
+        with torch.no_grad():
+            ref = torch_model(torch.from_numpy(batch)).float().numpy()
+        if task == "reid":
+            raw = outputs["features"]
+            normed = outputs["features_normalized"]
+            diff = float(np.abs(normed.astype(np.float64) - _l2n(ref.astype(np.float64))).max())
+            compared, agreement = "features_normalized", None
+        else:
+            raw = outputs["logits"]
+            diff = float(np.abs(raw.astype(np.float64) - ref).max())
+            compared = "logits"
+            agreement = float(np.mean(raw.argmax(1) == ref.argmax(1)))
+        if raw.shape != ref.shape:
+            raise ExportError(f"ONNX output shape {raw.shape} differs from PyTorch's {ref.shape} at batch {bs}")
+        cos = _cosines(raw, ref)
+        results.append(ParityResult(batch_size=bs, compared=compared, max_abs_diff=diff,
+                                    max_abs_diff_raw=float(np.abs(raw.astype(np.float64) - ref).max()),
+                                    mean_cosine=float(cos.mean()), min_cosine=float(cos.min()),
+                                    top1_agreement=agreement))
+    return results
+
+
+def _threshold_text(task: str, quantize: str) -> str:
+    if quantize == "none":
+        if task == "reid":
+            return f"max |Δ| of L2-normalised features ≤ {FP32_TOLERANCE:g}"
+        return f"max |Δ logits| ≤ {FP32_TOLERANCE:g} × max(1, max |logit|)"
+    return (f"mean cosine to fp32 PyTorch ≥ {QUANTIZED_MIN_MEAN_COSINE:g} and min cosine ≥ "
+            f"{QUANTIZED_MIN_COSINE:g} (quantised: measured, not asserted to {FP32_TOLERANCE:g})")
+
+
+def parity_failures(results: Sequence[ParityResult], task: str, quantize: str, ref_scale: float = 1.0) -> list[str]:
+    """Human-readable reasons why `results` fail the threshold for (`task`, `quantize`); empty = pass."""
+    failures = []
+    for r in results:
+        if quantize == "none":
+            limit = FP32_TOLERANCE * (1.0 if task == "reid" else max(1.0, ref_scale))
+            if not r.max_abs_diff <= limit:
+                failures.append(f"batch {r.batch_size}: max |Δ| on {r.compared} = {r.max_abs_diff:.3g} > {limit:.3g}")
+        else:
+            if not r.mean_cosine >= QUANTIZED_MIN_MEAN_COSINE:
+                failures.append(f"batch {r.batch_size}: mean cosine {r.mean_cosine:.6f} < "
+                                f"{QUANTIZED_MIN_MEAN_COSINE:g}")
+            if not r.min_cosine >= QUANTIZED_MIN_COSINE:
+                failures.append(f"batch {r.batch_size}: min cosine {r.min_cosine:.6f} < {QUANTIZED_MIN_COSINE:g}")
+    return failures
+
+
+def random_images(n: int, size: tuple[int, int], mean: Sequence[float], std: Sequence[float],
+                  seed: int = PARITY_SEED) -> np.ndarray:
+    """Deterministic N×3×H×W float32 batch normalised like real data: random 8-bit RGB pixels (smoothed a little, so
+    the network sees structure rather than pure noise), ×1/255, (x − mean)/std."""
+    h, w = size
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, size=(n, 3, h, w)).astype(np.float32)
+    # a cheap 2×2 box blur keeps values in [0, 255]
+    pixels = (pixels + np.roll(pixels, 1, axis=2) + np.roll(pixels, 1, axis=3) + np.roll(pixels, (1, 1), (2, 3))) / 4
+    pixels = np.round(pixels) / 255.0
+    m = np.asarray(mean, dtype=np.float32).reshape(1, 3, 1, 1)
+    s = np.asarray(std, dtype=np.float32).reshape(1, 3, 1, 1)
+    return ((pixels - m) / s).astype(np.float32)
+
+
+def images_from_dir(directory: str | Path, n: int, transform) -> tuple[np.ndarray, int]:
+    """The first `n` images (sorted, recursive) of `directory` through the project's eval `transform`, repeated
+    cyclically if there are fewer; returns (batch, number of distinct files)."""
+    from data.readers import decode_image
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ExportError(f"--images {directory}: not a directory")
+    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)[:n]
+    if not files:
+        raise ExportError(f"--images {directory}: no image files ({', '.join(IMAGE_EXTENSIONS)}) found")
+    tensors = [transform(decode_image(p.read_bytes(), str(p))).numpy() for p in files]
+    batch = np.stack([tensors[i % len(tensors)] for i in range(n)]).astype(np.float32)
+    return batch, len(files)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# checkpoints of this tool
+
+
+def _reid_export_module(net):
+    """The re-ID export wrapper (defined lazily so that importing this module does not import torch)."""
+    import torch
+    from torch import nn
+
+    class ReidExport(nn.Module):
+        """(features, features_normalized): the eval descriptor and its L2-normalised copy, inside the graph."""
+
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.net = inner
+
+        def forward(self, images: torch.Tensor):
+            features = self.net(images)
+            return features, nn.functional.normalize(features, p=2.0, dim=1, eps=1e-12)
+
+    return ReidExport(net).eval()
+
+
+def resolve_checkpoint_path(path: str | Path) -> Path:
+    """A checkpoint file, or a run directory (its model_best.pth)."""
+    path = Path(path)
+    if path.is_dir():
+        best = path / "model_best.pth"
+        if not best.is_file():
+            raise ExportError(f"{path}: a run directory without model_best.pth; give the checkpoint file "
+                              "(e.g. latest.pth) explicitly")
+        return best
+    return path
+
+
+def load_model_from_checkpoint(checkpoint_path: str | Path):
+    """(model in eval mode on CPU, parsed TrainParams, checkpoint dict) rebuilt from the params stored inside."""
+    from engine.checkpoint import CheckpointError, load_checkpoint, load_weights_strict
+    from engine.params import parse_params
+    from networks.factory import build_model
+
+    path = resolve_checkpoint_path(checkpoint_path)
+    ckpt = load_checkpoint(path)
+    if not isinstance(ckpt["params"], dict):
+        raise CheckpointError(f"{path}: 'params' is not a params object (found {type(ckpt['params']).__name__})")
+    params = parse_params(ckpt["params"], f"{path} (stored params)")
+    if ckpt["task"] != params.task:
+        raise CheckpointError(f"{path}: checkpoint task {ckpt['task']!r} differs from its params' task "
+                              f"{params.task!r}")
+    model = build_model(params.task, params.model_params, ckpt["num_classes"], imagenet_pretrain=False)
+    load_weights_strict(model, ckpt["model"], path)
+    model.eval()
+    return model, params, ckpt
+
+
+def _parse_batch_sizes(batch_check: Sequence[int] | str) -> list[int]:
+    if isinstance(batch_check, str):
+        try:
+            sizes = [int(part) for part in batch_check.split(",") if part.strip()]
+        except ValueError:
+            raise ExportError(f"--batch-check: expected comma-separated batch sizes such as 1,4; found "
+                              f"{batch_check!r}") from None
+    else:
+        sizes = [int(s) for s in batch_check]
+    if not sizes or any(s < 1 for s in sizes):
+        raise ExportError(f"--batch-check: expected one or more batch sizes ≥ 1; found {batch_check!r}")
+    return sizes
+
+
+def export_checkpoint(checkpoint_path: str | Path, out_path: str | Path, opset: int = DEFAULT_OPSET,
+                      quantize: str = "none", batch_check: Sequence[int] | str = (1, 4),
+                      images_dir: Optional[str | Path] = None, exporter: str = "torchscript") -> ExportReport:
+    """Export a checkpoint of this tool to ONNX with metadata, check it, prove parity; see the module docstring."""
+    import torch
+
+    from data.transforms import build_eval_transform, network_input_size, normalization
+
+    started = time.monotonic()
+    if quantize not in QUANTIZE_CHOICES:
+        raise ExportError(f"quantize: expected one of {', '.join(QUANTIZE_CHOICES)}; found {quantize!r}")
+    sizes = _parse_batch_sizes(batch_check)
+    source = resolve_checkpoint_path(checkpoint_path)
+    model, params, ckpt = load_model_from_checkpoint(source)
+    task = params.task
+    aug = params.data_augmentation
+    h, w = network_input_size(params.img_h, params.img_w, aug)
+    mean, std = normalization(aug)
+
+    if images_dir is not None:
+        transform = build_eval_transform(params.img_h, params.img_w, aug)
+        images, distinct = images_from_dir(images_dir, max(sizes), transform)
+        parity_inputs = f"{distinct} image(s) from {images_dir} through the eval transform"
+    else:
+        images = random_images(max(sizes), (h, w), mean, std)
+        parity_inputs = f"deterministic random images (seed {PARITY_SEED}), normalised like real data"
+    if images.shape[1:] != (3, h, w):
+        raise ExportError(f"parity images are {images.shape[1:]}, the model input is {(3, h, w)}")
+
+    if task == "reid":
+        module = _reid_export_module(model)
+        output_names = ["features", "features_normalized"]
+        dim = int(model.descriptor_dim)
+        outputs_meaning = {
+            "features": f"N×{dim} raw re-ID descriptor (BNNeck output of the PyTorch model in eval mode), "
+                        "not L2-normalised",
+            "features_normalized": f"N×{dim} the same descriptor L2-normalised (x / max(‖x‖₂, 1e-12)); compare with "
+                                   "cosine similarity = dot product"}
+        primary = "features"
+    else:
+        module = model
+        output_names = ["logits"]
+        dim = int(ckpt["num_classes"])
+        outputs_meaning = {"logits": f"N×{dim} class scores before softmax, in the order of class_names"}
+        primary = "logits"
+    dynamic_axes = {"images": {0: "batch"}, **{name: {0: "batch"} for name in output_names}}
+    imagenet = bool(aug.imagenet_static)
+    metadata = {
+        "task": task,
+        "model": params.model_params.model,
+        "model_params": params.model_params.model_dump(mode="json"),
+        "num_classes": str(int(ckpt["num_classes"])),
+        "class_names": list(ckpt.get("class_names") or []),
+        "input_name": "images",
+        "input_layout": "NCHW",
+        "input_dtype": "float32",
+        "input_height": str(h),
+        "input_width": str(w),
+        "mean": list(mean),
+        "std": list(std),
+        "normalization": "imagenet" if imagenet else "0.5",
+        "color_order": "RGB",
+        "pixel_scale": repr(1.0 / 255.0),
+        "resize": "bilinear",
+        "preprocessing": f"decode to RGB → bilinear resize (PIL, antialiased) to {h}×{w} → float32 ×1/255 → "
+                         "(x − mean) / std per channel → N×3×H×W",
+        "output_names": output_names,
+        "outputs": outputs_meaning,
+        "primary_output": primary,
+        "feature_dim": str(dim),
+        "normalized": "false",
+        "normalized_output": "features_normalized" if task == "reid" else "",
+        "batch_axis": "dynamic",
+        "quantization": QUANTIZATION_TEXT[quantize],
+        "source_checkpoint": str(Path(source).resolve()),
+        "checkpoint_epoch": str(ckpt.get("epoch", "")),
+        "checkpoint_best": ckpt.get("best") or {},
+    }
+    report = ExportReport(out_path=str(out_path), source_checkpoint=str(source), task=task,
+                          model=params.model_params.model, input_size=[h, w], outputs=output_names, output_dim=dim,
+                          num_classes=int(ckpt["num_classes"]), opset=opset, exporter=exporter, quantize=quantize,
+                          parity_inputs=parity_inputs, threshold=_threshold_text(task, quantize))
+
+    with torch.no_grad():
+        ref_scale = float(model(torch.from_numpy(images)).abs().max()) if task == "classification" else 1.0
+
+    def verify(onnx_model) -> dict:
+        session = session_from_model(onnx_model)
+        report.parity = measure_parity(session, model, images, sizes, task)
+        failures = parity_failures(report.parity, task, quantize, ref_scale)
+        if failures:
+            kept = " (the file there was left unchanged)" if Path(out_path).exists() else " (no file was written)"
+            raise ExportError(f"{source}: ONNX Runtime vs PyTorch parity failed for {out_path}{kept}: "
+                              f"{'; '.join(failures)}; threshold: {report.threshold}")
+        report.passed = True
+        return {"parity": {"threshold": report.threshold, "inputs": parity_inputs,
+                           "results": [dataclasses.asdict(r) for r in report.parity]}}
+
+    example = torch.from_numpy(images[:2].copy())
+    if example.shape[0] < 2:  # trace with batch 2 so nothing specialises on a batch of 1
+        example = torch.cat([example, example])
+    export_module(module, (example,), ["images"], output_names, dynamic_axes, metadata, out_path, opset=opset,
+                  exporter=exporter, postprocess=QUANTIZERS[quantize], verify=verify)
+    report.opset = max(opset, 18) if exporter == "dynamo" else opset
+    report.file_bytes = Path(out_path).stat().st_size
+    report.seconds = round(time.monotonic() - started, 3)
+    return report
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m deploy.export", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="checkpoint of this tool (RUN/model_best.pth) or a run "
+                        "directory (its model_best.pth is used)")
+    parser.add_argument("--out", required=True, help="the .onnx file to write")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default %(default)s)")
+    parser.add_argument("--quantize", choices=QUANTIZE_CHOICES, default="none",
+                        help="int8: dynamic int8 (ONNX Runtime); fp16: half precision; parity is measured and must "
+                        f"keep mean cosine ≥ {QUANTIZED_MIN_MEAN_COSINE:g}")
+    parser.add_argument("--batch-check", default="1,4", help="batch sizes of the parity check (default %(default)s)")
+    parser.add_argument("--images", default=None, help="folder of images for the parity check (default: "
+                        "deterministic random images)")
+    parser.add_argument("--exporter", choices=EXPORTERS, default="torchscript",
+                        help="torch.onnx exporter (default %(default)s; dynamo needs opset ≥ 18)")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    report = export_checkpoint(args.checkpoint, args.out, opset=args.opset, quantize=args.quantize,
+                               batch_check=args.batch_check, images_dir=args.images, exporter=args.exporter)
+    worst = max(report.parity, key=lambda r: r.max_abs_diff)
+    print(f"exported {report.source_checkpoint} → {report.out_path} ({report.file_bytes / 1e6:.1f} MB, "
+          f"{report.task}, {report.model}, input {report.input_size[0]}×{report.input_size[1]}); parity on "
+          f"{worst.compared}: max |Δ| {worst.max_abs_diff:.3g}, mean cosine "
+          f"{min(r.mean_cosine for r in report.parity):.6f} ({report.threshold})", file=sys.stderr)
+    print(report.to_json())
+    return 0
+
+
+def run_cli(argv: Optional[Sequence[str]] = None) -> int:
+    """`main` with the command-line convention: a UserError prints one ``error: …`` line (no traceback), exit 2."""
+    try:
+        return main(argv)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli())
