@@ -81,6 +81,24 @@ def model_and_params_from_onnx(ep, device):
     return model, params
 
 
+def check_result_target(path: Path) -> None:
+    """result_log_file is (re)written: refuse a path that holds anything but an earlier result of this tool, so a
+    mistyped path cannot overwrite a user's file (params, a checkpoint, notes)."""
+    if not path.exists() and not path.is_symlink():
+        return
+    if not path.is_file():
+        raise UserError(f"result_log_file: {path} exists and is not a file; expected a result .json written by "
+                        "evaluator.py or a path that does not exist yet")
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        previous = None
+    if not (isinstance(previous, dict) and {"model_path", "benchmark_type", "metrics"} <= set(previous)):
+        raise UserError(f"result_log_file: {path} exists and is not a result file written by evaluator.py (expected "
+                        "a JSON object with model_path, benchmark_type and metrics); refusing to overwrite it: choose "
+                        "another result_log_file or remove the file")
+
+
 def format_table(metrics: dict[str, float]) -> str:
     width = max(len(k) for k in metrics)
     return "\n".join(f"{k.ljust(width)}  {v:.6f}" if not float(v).is_integer() else f"{k.ljust(width)}  {int(v)}"
@@ -97,7 +115,13 @@ def main(argv=None) -> int:
     from engine.run_dir import write_text_atomic
     from evaluate import call_evaluator, get_evaluator
 
+    from evaluate.features import check_cache_target
+
     ep = load_eval_params(args.eval_params)
+    out = Path(ep.result_log_file)
+    check_result_target(out)  # before any work: an evaluation must not end by overwriting a user's file
+    if ep.feature_path:
+        check_cache_target(ep.feature_path)
     device = resolve_device(ep.gpus)
     extra = {}
     if ep.model_path.endswith(".onnx"):
@@ -109,7 +133,7 @@ def main(argv=None) -> int:
         if params.task == "classification":
             extra["class_names"] = tuple(ckpt["class_names"])
     name = ep.benchmark_type or ("classification_evaluate" if params.task == "classification" else "market_evaluate")
-    run_eval = get_evaluator(name)
+    run_eval = get_evaluator(name, key="benchmark_type" if ep.benchmark_type else "evaluation_params.type")
     import torch
 
     with torch.no_grad():
@@ -117,8 +141,11 @@ def main(argv=None) -> int:
                                           model_file=ep.model_path, **extra)
     print(format_table(metrics))
     result = {"model_path": ep.model_path, "benchmark_type": name, "primary": primary, "metrics": metrics}
-    out = Path(ep.result_log_file)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    check_result_target(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"result_log_file: cannot create the directory of {out} ({err.strerror or err})") from None
     write_text_atomic(out, json.dumps(result, indent=2) + "\n")
     print(f"metrics written to {out}")
     return 0
@@ -130,3 +157,5 @@ if __name__ == "__main__":
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)

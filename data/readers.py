@@ -68,10 +68,14 @@ def _shared_env(path: Path):
             except Exception:  # pragma: no cover - best effort on a copy we never use
                 pass
     subdir = path.is_dir()
+    data_file = path / "data.mdb" if subdir else path
+    expected = "expected an LMDB pack made by `python -m data.pack SRC DST`"
     try:
-        st = (path / "data.mdb" if subdir else path).stat()
+        st = data_file.stat()
     except OSError as err:
-        raise DataError(f"{path}: cannot open LMDB pack ({err.strerror or err})") from None
+        raise DataError(f"{path}: cannot open LMDB pack ({err.strerror or err}); {expected}") from None
+    if st.st_size == 0:
+        raise DataError(f"{data_file}: empty file (0 bytes), not an LMDB database; {expected}")
     key = (str(path.resolve()), st.st_dev, st.st_ino)
     env = _envs.get(key)
     if env is None:
@@ -79,7 +83,8 @@ def _shared_env(path: Path):
             env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, meminit=False, subdir=subdir,
                             max_readers=512)
         except lmdb.Error as err:
-            raise DataError(f"{path}: cannot open LMDB pack ({err})") from None
+            raise DataError(f"{data_file}: cannot open as an LMDB database ({str(err).removeprefix(str(path) + ': ')}); "
+                            f"{expected}") from None
         _envs[key] = env
     return env
 

@@ -505,6 +505,27 @@ def _parse_batch_sizes(batch_check: Sequence[int] | str) -> list[int]:
     return sizes
 
 
+def check_out_path(out_path: str | Path) -> None:
+    """--out may replace an earlier export of this tool, nothing else: a mistyped --out (e.g. the checkpoint itself)
+    must not destroy a user's file."""
+    out_path = Path(out_path)
+    if not out_path.exists() and not out_path.is_symlink():
+        return
+    if not out_path.is_file():
+        raise ExportError(f"--out: {out_path} exists and is not a file; expected a path for the .onnx file")
+    marker = None
+    try:
+        import onnx
+
+        model = onnx.load(str(out_path), load_external_data=False)
+        marker = {entry.key: entry.value for entry in model.metadata_props}.get("exported_by")
+    except Exception:  # noqa: BLE001 - anything that does not parse as ONNX is not an earlier export
+        pass
+    if marker != EXPORTED_BY:
+        raise ExportError(f"--out: {out_path} exists and is not an ONNX model exported by this tool; refusing to "
+                          "overwrite it: choose another --out or remove the file")
+
+
 def export_checkpoint(checkpoint_path: str | Path, out_path: str | Path, opset: int = DEFAULT_OPSET,
                       quantize: str = "none", batch_check: Sequence[int] | str = (1, 4),
                       images_dir: Optional[str | Path] = None, exporter: str = "torchscript") -> ExportReport:
@@ -517,6 +538,7 @@ def export_checkpoint(checkpoint_path: str | Path, out_path: str | Path, opset: 
     if quantize not in QUANTIZE_CHOICES:
         raise ExportError(f"quantize: expected one of {', '.join(QUANTIZE_CHOICES)}; found {quantize!r}")
     sizes = _parse_batch_sizes(batch_check)
+    check_out_path(out_path)
     source = resolve_checkpoint_path(checkpoint_path)
     model, params, ckpt = load_model_from_checkpoint(source)
     task = params.task

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import torch
 
 from engine.errors import UserError
+from engine.run_dir import remove_stale_temps, temp_name
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "task", "params", "num_classes", "model")
@@ -31,7 +33,7 @@ class CheckpointError(UserError):
 def save_atomic(obj: Any, path: str | Path) -> None:
     """Write `obj` to `path` so that a crash or a full disk at any moment leaves the previous file intact."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = temp_name(path)
     try:
         with open(tmp, "wb") as handle:
             torch.save(obj, handle)
@@ -40,9 +42,14 @@ def save_atomic(obj: Any, path: str | Path) -> None:
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
         raise CheckpointError(f"{path}: cannot write checkpoint ({err.strerror or err}); the previous file, if any, "
                               "is intact") from None
+    # A process killed mid-write (kill -9) leaves its temporary file behind; the next successful save removes it.
+    remove_stale_temps(path)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -62,6 +69,11 @@ def load_file(path: str | Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        operand = re.search(r"Unsupported operand (\d+)", str(err))
+        if operand and "global" not in str(err).lower():
+            raise CheckpointError(f"{path}: not a PyTorch checkpoint (its bytes are not a weights-only pickle: "
+                                  f"unsupported opcode {operand.group(1)}); expected a file written by this tool "
+                                  "(latest.pth, model_best.pth) or a state dict saved with torch.save") from None
         if "weights only" in str(err).lower() or "unsupported global" in str(err).lower():
             raise CheckpointError(f"{path}: refused: the file holds Python objects other than tensors and plain "
                                   "values (only weights-only checkpoints are loaded, as arbitrary pickles can run "
@@ -71,7 +83,9 @@ def load_file(path: str | Path) -> Any:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path}: truncated or not a PyTorch checkpoint ({first})") from None
     except Exception as err:  # the legacy unpickler fails in many ways on foreign bytes
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (reading it failed: {type(err).__name__}: {err}); "
+                              "expected a file written by this tool (latest.pth, model_best.pth) or a state dict "
+                              "saved with torch.save") from None
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -109,18 +109,50 @@ class ModelParams(_Section):
     model: str = Field("resnet50", description="Backbone: resnet18, resnet34, resnet50, resnet101 or resnet152 (the "
                        "seed spelling resnet_50 is accepted).")
     feature_dim: PositiveInt = Field(256, description="Width of the embedding (re-ID descriptor without PCB). With PCB "
-                                     "it is the total width of all parts.")
+                                     "it is the total width of all parts: each of the `pcb_n_parts` parts gets "
+                                     "feature_dim / pcb_n_parts channels, so it must be divisible by pcb_n_parts.")
     last_conv_stride: Literal[1, 2] = Field(1, description="Stride of the last ResNet stage (1 doubles the final map).")
-    dropout: Fraction = Field(0.5, description="Dropout after the embedding BN (training only).")
-    pooling: Literal["avg", "max"] = Field("avg", description="Global pooling of the last feature map.")
-    pcb_n_parts: NonNegInt = Field(0, description="PCB horizontal stripes; 0 = single global embedding.")
-    random_drop_branchs: NonNegInt = Field(0, description="PCB: heads randomly left out of each step's loss.")
-    spectral_trans: Annotated[float, Field(ge=0.0)] = Field(0.0, description="Training-time spectral feature transform "
-                                                            "temperature; 0 = off.")
-    feature_mask: bool = Field(False, description="Learned sigmoid channel mask on the embedding.")
+    dropout: Fraction = Field(0.5, description="Dropout before every classifier (after the embedding BN; training "
+                              "only).")
+    pooling: Literal["avg", "max"] = Field("avg", description="Pooling of the last feature map (global embedding, PCB "
+                                           "stripes and the PCB global branch alike).")
+    pcb_n_parts: NonNegInt = Field(
+        0, description="PCB: number of horizontal stripes of the last feature map; 0 = single global embedding. "
+        "Stripe i covers rows [round(i·H/n), round((i+1)·H/n)) (rounding half up) of the H-row map, so uneven heights "
+        "differ by at most one row and every stripe has ≥ 1 row; H = ceil(input height / (16·last_conv_stride)) must "
+        "be ≥ pcb_n_parts (refused at load time otherwise). Each stripe: pool → 1×1 conv (feature_dim / n channels) → "
+        "BN → dropout → its own classifier. Test descriptor = the parts' BN outputs concatenated (then the global "
+        "branch's, if any): feature_dim + feature_global_dim values.")
+    pcb_triplet_features: Literal["parts", "global", "both"] = Field(
+        "both", description="PCB: which pre-BN features the triplet loss sees: the concatenated parts, the global "
+        "branch, or both (two triplet terms summed; as the original code). \"both\" without a global branch means the "
+        "parts only; \"global\" needs feature_global_dim > 0. Without PCB the triplet loss always sees the embedding.")
+    random_drop_branchs: NonNegInt = Field(
+        0, description="PCB 'update each branch randomly': each step draws this many head indices uniformly with "
+        "replacement from the part heads and the global head, and leaves the drawn heads out of the classification "
+        "sum (one random head is kept if all were drawn; uses torch's global RNG, so it is seeded and resumes "
+        "exactly). Spectral heads are not dropped. 0 = off; needs pcb_n_parts > 0.")
+    spectral_trans: Annotated[float, Field(ge=0.0)] = Field(
+        0.0, description="Training-time spectral feature transform (arXiv 1811.11405), temperature T; 0 = off. Within "
+        "the batch, A = row-softmax(F̂F̂ᵀ/T) of the L2-normalised classifier inputs of all heads concatenated (the "
+        "same row normalisation as the test-time refinement); every head's classifier also scores its A·F features "
+        "and that cross-entropy is added (one extra head per head). Works with and without PCB.")
+    spectral_start_accuracy: Fraction = Field(
+        0.0, description="Gate of the spectral heads' loss: it is added only in steps whose batch accuracy (mean "
+        "top-1 over the ordinary heads, computed in the same step) is ≥ this value; 0 = always (the original used a "
+        "hidden 0.9 on a stale logged accuracy). A pure function of the current batch: nothing to save or resume.")
+    feature_mask: bool = Field(
+        False, description="Learned channel mask sigmoid(BN(Linear(avg-pooled trunk map))) multiplying the pre-BN "
+        "embedding (the concatenated parts with PCB; not the PCB global branch), in training and evaluation alike, so "
+        "the triplet features, the classifiers and the test descriptor all see the masked embedding (the original "
+        "masked only the PCB triplet features).")
+    feature_erasing_ratio: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
+        0.0, description="Feature erasing (training only): per sample, zero one random horizontal band of "
+        "int(ratio·H) rows of the last feature map before pooling; 0 = off.")
     feature_global_dim: NonNegInt = Field(0, validation_alias=AliasChoices("feature_global_dim", "feature_gobal_dim"),
-                                          description="PCB global branch width at stage 4 (seed spelling "
-                                          "`feature_gobal_dim` accepted); 0 = none.")
+                                          description="PCB global branch at stage 4: pool → Linear → BN → dropout → "
+                                          "its own classifier, this wide (seed spelling `feature_gobal_dim` "
+                                          "accepted); 0 = none. Only with pcb_n_parts > 0.")
 
     @field_validator("model", mode="before")
     @classmethod
@@ -131,6 +163,14 @@ class ModelParams(_Section):
                 raise ValueError(f"expected one of {', '.join(RESNET_NAMES)} (resnet_50 style accepted); found {name!r}")
             return canonical
         return name
+
+    @property
+    def methods_on(self) -> list[str]:
+        """The re-ID method switches that are on, as 'key=value' (empty for a plain embedding network)."""
+        switches = {"pcb_n_parts": self.pcb_n_parts, "feature_global_dim": self.feature_global_dim,
+                    "random_drop_branchs": self.random_drop_branchs, "spectral_trans": self.spectral_trans,
+                    "feature_mask": self.feature_mask, "feature_erasing_ratio": self.feature_erasing_ratio}
+        return [f"{key}={value!r}" for key, value in switches.items() if value]
 
 
 class TriLossParams(_Section):
@@ -149,16 +189,69 @@ class TriLossParams(_Section):
 
 class AsoftmaxParams(_Section):
     margin: Union[Annotated[float, Field(ge=0.0, lt=1.0)], list[Annotated[float, Field(ge=0.0, lt=1.0)]]] = Field(
-        0.0, description="AM-softmax margin m, or a schedule [m0, m1, …] advanced every `step` iterations; 0 = plain "
-        "softmax classifier.")
-    step: PositiveInt = Field(30000, description="Iterations per entry of a margin schedule.")
-    scale: Annotated[float, Field(ge=0.0)] = Field(30.0, description="AM-softmax scale s.")
+        0.0, description="AM-softmax margin m, or a schedule [m0, m1, …]: m_k is used from global iteration k·`step` "
+        "on (the last entry stays). 0 (or all zeros) = plain linear classifiers. When on, every classifier (PCB parts, "
+        "global branch and spectral heads alike) gives logits s·(cosθ_j − m·[j = y]) with L2-normalised weights and "
+        "features (the standard form; the margin is applied by the loss, so the accuracy is measured on s·cosθ). The "
+        "original's variant s·‖x‖·((1+m)cosθ − m) is not offered. Evaluation and ONNX export do not use the "
+        "classifier.")
+    step: PositiveInt = Field(30000, description="Global iterations per entry of a margin schedule.")
+    scale: Annotated[float, Field(ge=0.0)] = Field(30.0, description="AM-softmax scale s; must be > 0 when the margin "
+                                                   "is on (the original's unscaled s = 0 variant is not offered).")
     unlabel_fold: NonNegInt = Field(0, description="GAN-only key of the original; must stay 0.")
     unlabel_update: NonNegInt = Field(0, description="GAN-only key of the original; must stay 0.")
+
+    @field_validator("margin")
+    @classmethod
+    def _schedule_not_empty(cls, margin: Any) -> Any:
+        if isinstance(margin, list) and not margin:
+            raise ValueError("a margin schedule needs at least one entry; found []")
+        return margin
+
+    @model_validator(mode="after")
+    def _scale_when_on(self) -> "AsoftmaxParams":
+        if self.enabled and self.scale <= 0:
+            raise ValueError("the AM-softmax margin is on, so scale must be > 0; the original's unscaled scale-0 variant is not "
+                             "offered")
+        return self
 
     @property
     def enabled(self) -> bool:
         return any(m > 0 for m in self.margin) if isinstance(self.margin, list) else self.margin > 0
+
+    def margin_at(self, global_step: int) -> float:
+        """The margin in force at `global_step` (0-based global iteration)."""
+        if not isinstance(self.margin, list):
+            return float(self.margin)
+        return float(self.margin[min(max(int(global_step), 0) // self.step, len(self.margin) - 1)])
+
+
+class DistillationParams(_Section):
+    teacher_checkpoint: str = Field(
+        "", description="Knowledge distillation: a checkpoint of this tool (e.g. RUN/model_best.pth of a resnet101 "
+        "run trained with a params file of this format) whose model teaches this one; empty = off. The teacher is "
+        "rebuilt from the params stored in the checkpoint, loaded strictly, kept in eval mode without gradients and is "
+        "not saved in this run's checkpoints. Recipe: train the teacher, then point the student's params here.")
+    temperature: Annotated[float, Field(gt=0.0)] = Field(
+        4.0, description="Softmax temperature T of the logit loss (the loss is multiplied by T²).")
+    logit_weight: Annotated[float, Field(ge=0.0)] = Field(
+        1.0, description="Weight of the logit loss between the teacher's and the student's class distributions, each "
+        "network's heads' logits averaged (PCB parts and global branch; spectral heads excluded), so any two "
+        "architectures compare and the loss is 0 when student = teacher. Needs the teacher trained on the same "
+        "identities (same number and names of classes). 0 = off.")
+    logit_loss: Literal["kl", "js"] = Field(
+        "kl", description="kl: T²·KL(teacher ‖ student); js: T²·Jensen-Shannon divergence (symmetric, bounded).")
+    feature_weight: Annotated[float, Field(ge=0.0)] = Field(
+        0.0, description="Weight of the feature loss between the student's and the teacher's full pre-BN features "
+        "(the triplet-form features; with PCB all parts and the global branch). 0 = off.")
+    feature_loss: Literal["similarity", "cosine"] = Field(
+        "similarity", description="similarity: mean squared difference of the batch cosine-similarity matrices "
+        "(any widths: no projection needed); cosine: mean (1 − cos) between each image's student and teacher features "
+        "(the widths must be equal).")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.teacher_checkpoint)
 
 
 class GanParams(_Section):
@@ -243,6 +336,8 @@ class TrainParams(_Section):
     model_params: ModelParams = Field(default_factory=ModelParams, description="Network structure.")
     tri_loss_params: TriLossParams = Field(default_factory=TriLossParams, description="Triplet loss.")
     asoftmax_params: AsoftmaxParams = Field(default_factory=AsoftmaxParams, description="AM-softmax classifier.")
+    distillation_params: DistillationParams = Field(default_factory=DistillationParams,
+                                                    description="Knowledge distillation from a teacher checkpoint.")
     gan_params: GanParams = Field(default_factory=GanParams, description="Accepted for compatibility; the GAN "
                                   "generator is not supported.")
     focal_loss: bool = Field(False, description="Focal loss (γ = `focal_gamma`) instead of cross-entropy.")
@@ -262,8 +357,38 @@ class TrainParams(_Section):
                                        "machine without CUDA is an error.")
     amp: Literal["none", "bf16", "fp16"] = Field("none", description="Mixed precision: bf16 autocast (CPU or GPU) or "
                                                  "fp16 with gradient scaling (GPU only); none = fp32.")
+    channels_last: bool = Field(False, description="Keep the model's weights and the input batches in channels-last "
+                                "(NHWC) memory format; the fast layout for bf16 convolutions on the CPU (oneDNN) and "
+                                "for tensor cores on the GPU. Checkpoints are unaffected.")
+    compile: bool = Field(False, description="Run the training forward/backward through torch.compile (the first "
+                          "steps compile for minutes; evaluation stays eager). On the 2-core CPU it measured no faster "
+                          "than eager bf16 + channels_last after a ~6 min compile, hence off by default.")
+    sync_bn: bool = Field(False, description="Distributed runs: BatchNorm normalises with the statistics of the "
+                          "global batch (all processes; SyncBatchNorm on CUDA, an all-reduce implementation on the "
+                          "CPU), as one process with the whole global batch would. false: each process uses its own "
+                          "P×K. No effect in a single process.")
+    lr_scaling: Literal["none", "linear"] = Field(
+        "none", description="Learning rate of a run of W processes (global batch = W × the per-process batch): "
+        "none = base_lr and fc_lr as given; linear = base_lr × W and fc_lr × W (Goyal et al.). W = 1 changes nothing.")
+    dist_timeout_s: PositiveInt = Field(600, description="Distributed runs: timeout of the collectives of training "
+                                        "(and of joining the job). A process that died is noticed at once; one that "
+                                        "hangs makes the others fail after this long instead of waiting forever.")
+    dist_eval_timeout_s: PositiveInt = Field(7200, description="Distributed runs: how long the other processes wait "
+                                             "for rank 0's evaluation (rank 0 evaluates alone) before failing.")
+    cpu_threads: NonNegInt = Field(0, description="Threads of the training process's CPU operations "
+                                   "(torch.set_num_threads); 0 = PyTorch's default (one per core; a run started "
+                                   "with --nproc N gives each process cores / N). On a CPU shared with the loader "
+                                   "workers or other jobs fewer threads can be faster (see bench/train_throughput.py "
+                                   "--threads).")
     seed: NonNegInt = Field(0, description="Seed of every random choice (init, sampling, augmentation).")
     deterministic: bool = Field(False, description="Use deterministic algorithms (bit-identical resume).")
+    nonfinite_loss: Literal["stop", "skip"] = Field(
+        "stop", description="A NaN/Inf loss: stop = the run fails with a message naming the step and the loss "
+        "component, keeping the last good checkpoint; skip = that step changes nothing (no weight or optimizer "
+        "update) and a warning naming the step and component is logged.")
+    nonfinite_max_consecutive_skips: PositiveInt = Field(
+        10, description="With nonfinite_loss 'skip': at most this many steps in a row are skipped; the next "
+        "non-finite loss in a row stops the run as 'stop' does. The count restarts when a run is resumed.")
     log_every_steps: PositiveInt = Field(10, description="Steps between text-log and TensorBoard training scalars.")
     keep_epoch_checkpoints: NonNegInt = Field(3, description="How many end-of-epoch snapshots epoch_NNN.pth to keep "
                                               "for `--resume N` (hard links to latest.pth: no extra disk).")
@@ -299,7 +424,8 @@ class TrainParams(_Section):
 
 
 def _check_combinations(p: TrainParams) -> None:
-    """Refuse option combinations that cannot train, at load time, with the reason."""
+    """Refuse option combinations that cannot train, or switches that would silently do nothing, at load time, with
+    the reason."""
     tri = p.tri_loss_params
     if tri.enabled and not p.batch_sampling_params.class_balanced:
         raise ValueError("the triplet loss needs identity-balanced batches: set batch_sampling_params.class_balanced "
@@ -310,12 +436,7 @@ def _check_combinations(p: TrainParams) -> None:
         raise ValueError("tri_loss_params.lambda_cls is 0 and the triplet loss is off: nothing would be trained")
     if p.task == "classification" and tri.enabled:
         raise ValueError("task 'classification' trains with cross-entropy only; set tri_loss_params.margin to 0")
-    if p.asoftmax_params.enabled:
-        raise ValueError("AM-softmax (asoftmax_params.margin > 0) is not implemented yet; set margin to 0")
-    m = p.model_params
-    if m.pcb_n_parts or m.spectral_trans or m.feature_mask or m.feature_global_dim or m.random_drop_branchs:
-        raise ValueError("PCB, spectral_trans, feature_mask, feature_global_dim and random_drop_branchs are not "
-                         "implemented yet; set them to 0/false")
+    _check_methods(p)
     if p.fine_tune and p.imagenet_pretrain is False and not p.pretrain_snapshot:
         raise ValueError("fine_tune freezes the backbone, but neither imagenet_pretrain nor pretrain_snapshot gives "
                          "it trained weights")
@@ -323,6 +444,51 @@ def _check_combinations(p: TrainParams) -> None:
     if crop.crop_h and (crop.crop_h > p.img_h + 2 * crop.padding_h or crop.crop_w > p.img_w + 2 * crop.padding_w):
         raise ValueError(f"data_augmentation crop {crop.crop_h}×{crop.crop_w} is larger than the padded image "
                          f"{p.img_h + 2 * crop.padding_h}×{p.img_w + 2 * crop.padding_w}")
+
+
+def _check_methods(p: TrainParams) -> None:
+    """The re-ID method switches (PCB, spectral, mask, erasing, AM-softmax, distillation): refuse what cannot work."""
+    m, tri, asoftmax, kd = p.model_params, p.tri_loss_params, p.asoftmax_params, p.distillation_params
+    if p.task == "classification":
+        on = m.methods_on + (["asoftmax_params.margin>0"] if asoftmax.enabled else [])
+        if on:
+            raise ValueError(f"task 'classification' uses a plain classifier network; {', '.join(on)} need task "
+                             "'reid' (set them to 0/false)")
+    n = m.pcb_n_parts
+    if n:
+        if m.feature_dim % n:
+            raise ValueError(f"model_params.feature_dim={m.feature_dim} is not divisible by pcb_n_parts={n}: each "
+                             f"part gets feature_dim / pcb_n_parts channels (e.g. feature_dim={n * max(1, round(m.feature_dim / n))})")
+        crop = p.data_augmentation
+        input_h = crop.crop_h or p.img_h  # the network sees the crop when cropping, else the resized image
+        map_h = -(-input_h // (16 * m.last_conv_stride))  # each of the 4 (or 5) stride-2 stages rounds up
+        if map_h < n:
+            stride_hint = ", last_conv_stride 1" if m.last_conv_stride == 2 else ""
+            raise ValueError(f"the PCB stripes need at least one feature-map row per part: an input height of "
+                             f"{input_h} with last_conv_stride={m.last_conv_stride} gives a {map_h}-row map "
+                             f"(ceil({input_h} / {16 * m.last_conv_stride})), fewer than pcb_n_parts={n}; use a "
+                             f"larger img_h{stride_hint} or fewer parts")
+    else:
+        for key, value in (("feature_global_dim", m.feature_global_dim),
+                           ("random_drop_branchs", m.random_drop_branchs)):
+            if value:
+                raise ValueError(f"model_params.{key}={value} applies to PCB heads, but pcb_n_parts is 0 (a single "
+                                 f"embedding of feature_dim={m.feature_dim}); set pcb_n_parts > 0 or {key} to 0")
+    if m.pcb_triplet_features == "global" and not m.feature_global_dim:
+        raise ValueError("model_params.pcb_triplet_features='global' needs the PCB global branch: set "
+                         "feature_global_dim > 0 (and pcb_n_parts > 0), or use 'parts'/'both'")
+    if m.spectral_start_accuracy and not m.spectral_trans:
+        raise ValueError("model_params.spectral_start_accuracy gates the spectral transform, which is off "
+                         "(spectral_trans is 0)")
+    if tri.lambda_cls == 0:
+        heads = [f"model_params.{o}" for o in m.methods_on if o.startswith(("spectral_trans", "random_drop_branchs"))]
+        heads += ["asoftmax_params.margin"] if asoftmax.enabled else []
+        if heads:
+            raise ValueError(f"tri_loss_params.lambda_cls is 0, so there is no classification loss, but "
+                             f"{', '.join(heads)} only change that loss; set lambda_cls > 0 or turn them off")
+    if kd.enabled and kd.logit_weight == 0 and kd.feature_weight == 0:
+        raise ValueError("distillation_params.teacher_checkpoint is set but logit_weight and feature_weight are both "
+                         "0: the teacher would teach nothing")
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from engine.errors import UserError
+
 STATES = ("starting", "running", "finished", "failed", "stopped")
 
 
@@ -67,19 +69,72 @@ class RunDir:
         return state
 
     def append_eval_result(self, record: dict) -> None:
-        with open(self.eval_results, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        """Append one JSON line. A line left incomplete by a crash (kill -9 mid-write) is dropped first, so the file
+        stays one JSON object per line."""
+        try:
+            with open(self.eval_results, "a+b") as handle:
+                size = handle.seek(0, os.SEEK_END)
+                start = max(0, size - 65536)
+                handle.seek(start)
+                tail = handle.read()
+                if tail and not tail.endswith(b"\n"):  # a torn last line: keep everything up to its start
+                    cut = tail.rfind(b"\n")
+                    if cut >= 0 or start == 0:
+                        handle.truncate(start + cut + 1)
+                    else:  # a torn line longer than 64 KiB: not ours to judge; end it instead
+                        handle.write(b"\n")
+                handle.seek(0, os.SEEK_END)
+                handle.write((json.dumps(record) + "\n").encode("utf-8"))
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as err:
+            raise RunDirError(f"{self.eval_results}: cannot write ({err.strerror or err})") from None
+
+
+class RunDirError(UserError):
+    """A run-directory file that cannot be written (disk full, read-only file system); names the file."""
+
+
+def temp_name(path: Path, pid: Optional[int] = None) -> Path:
+    """The temporary file that an atomic write of `path` by process `pid` (default: this one) goes through."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid() if pid is None else pid}")
+
+
+def remove_stale_temps(path: Path) -> None:
+    """Delete temporary files of atomic writes of `path` left by processes that died mid-write (kill -9, power loss);
+    those of live processes (a concurrent writer) are left alone."""
+    prefix = f".{path.name}.tmp-"
+    try:
+        candidates = [p for p in path.parent.iterdir() if p.name.startswith(prefix)]
+    except OSError:
+        return
+    for candidate in candidates:
+        pid = candidate.name[len(prefix):]
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+            try:
+                candidate.unlink()
+            except OSError:
+                pass
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    """Replace `path` with `text` so that a crash or a full disk at any moment leaves the old or the new content."""
+    path = Path(path)
+    tmp = temp_name(path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise RunDirError(f"{path}: cannot write ({err.strerror or err}); the previous content, if any, is "
+                          "intact") from None
+    remove_stale_temps(path)
 
 
 def pid_alive(pid: Optional[int]) -> bool:

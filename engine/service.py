@@ -2,6 +2,12 @@
 
 A run is a directory (`engine.run_dir.RunDir`); the detached process is the same ``train.py --operation train``
 started in its own session (it survives the terminal) with its output appended to ``train_log``.
+
+Multi-process runs (``engine.distributed``): under torchrun every worker calls :func:`train_foreground`; rank 0
+prepares the run directory, writes the state and the log, the others log warnings and errors only. With ``--nproc N``
+(or several ``parallels`` ids) ``train.py`` itself is the launcher (:func:`train_launcher`): it prepares the run
+directory, records its own pid (so ``status`` and ``stop_train`` reach it; it forwards SIGTERM to the workers) and
+starts the workers; ``start_train`` detaches that launcher.
 """
 
 from __future__ import annotations
@@ -17,14 +23,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
+from engine import distributed
 from engine.errors import UserError
 from engine.params import TrainParams, load_params, params_to_json
 from engine.run_dir import RunDir, RunState, effective_state, pid_alive, write_text_atomic
 
 TRAIN_SCRIPT = Path(__file__).resolve().parent.parent / "train.py"
 # Keys that may change when a run is resumed; anything else would make the checkpoint mean something else.
+# How the run is executed (devices, memory layout, compilation, timeouts) may change too: `parallels` differing means
+# resuming on another world size (see Trainer.restore).
 RESUMABLE_CHANGES = {"epochs", "evaluation_params", "log_every_steps", "num_preprocess_workers",
-                     "keep_epoch_checkpoints", "working_dir"}
+                     "keep_epoch_checkpoints", "working_dir", "parallels", "channels_last", "compile",
+                     "dist_timeout_s", "dist_eval_timeout_s", "cpu_threads",
+                     "nonfinite_loss", "nonfinite_max_consecutive_skips"}
 
 
 def run_name(sub_working_dir: Optional[str]) -> str:
@@ -37,10 +48,14 @@ def run_name(sub_working_dir: Optional[str]) -> str:
     return sub_working_dir
 
 
-def resume_checkpoint(run_dir: RunDir, resume: str) -> Path:
-    """`--resume latest|N|PATH` → the checkpoint file, which must exist."""
+def resume_checkpoint(run_dir: RunDir, resume: str) -> Optional[Path]:
+    """`--resume latest|N|PATH` → the checkpoint file, which must exist; None for `latest` of a run that ended (kill
+    -9, a crash) before writing its first checkpoint: it starts again from the beginning, in its own directory."""
     if resume == "latest":
         path = run_dir.latest
+        if (not path.exists() and run_dir.state_file.is_file() and run_dir.params.is_file()
+                and not any(run_dir.path.glob("epoch_*.pth"))):
+            return None
     elif resume.isdigit():
         path = run_dir.epoch_checkpoint(int(resume))
     else:
@@ -54,11 +69,20 @@ def resume_checkpoint(run_dir: RunDir, resume: str) -> Path:
 
 def check_resumable(params: TrainParams, checkpoint_params: dict, source: str) -> None:
     new = json.loads(params_to_json(params))
-    changed = sorted(key for key in set(new) | set(checkpoint_params)
-                     if key not in RESUMABLE_CHANGES and new.get(key) != checkpoint_params.get(key))
+    old = dict(checkpoint_params)
+    for key in set(new) - set(old):  # a key added to the schema after the checkpoint was written: its default
+        field = TrainParams.model_fields[key]
+        if not field.is_required():
+            old[key] = json.loads(json.dumps(field.get_default(call_default_factory=True), default=_jsonable))
+    changed = sorted(key for key in set(new) | set(old)
+                     if key not in RESUMABLE_CHANGES and new.get(key) != old.get(key))
     if changed:
         raise UserError(f"{source}: cannot resume with different {', '.join(changed)} (a resumed run may change only "
                         f"{', '.join(sorted(RESUMABLE_CHANGES))}); start a new run with pretrain_snapshot instead")
+
+
+def _jsonable(value):
+    return value.model_dump(mode="json") if hasattr(value, "model_dump") else str(value)
 
 
 class Launch:
@@ -83,8 +107,10 @@ class Launch:
                 raise UserError("--config_path is required")
             base = load_params(config_path)
             self.run_dir = RunDir(Path(base.working_dir) / run_name(sub_working_dir))
+        self.fresh_restart = False
         if resume:
             self.resume_path = resume_checkpoint(self.run_dir, resume)
+            self.fresh_restart = self.resume_path is None
             stored = self.run_dir.params if self.run_dir.params.is_file() else None
             source = config_path or stored
             if source is None:
@@ -92,7 +118,10 @@ class Launch:
             self.params = load_params(source)
             from engine.checkpoint import load_checkpoint
 
-            check_resumable(self.params, load_checkpoint(self.resume_path)["params"], str(source))
+            if self.resume_path is not None:
+                check_resumable(self.params, load_checkpoint(self.resume_path)["params"], str(source))
+            if not attach and not (resume == "latest" or resume.isdigit()):
+                self._check_resume_target(resume, sub_working_dir)
         else:
             self.params = load_params(config_path)
             if not attach and self.run_dir.path.exists() and any(self.run_dir.path.iterdir()):
@@ -100,10 +129,31 @@ class Launch:
                                 f"with --resume latest or choose another --sub_working_dir")
         self._check_inputs(attach)
 
+    def _check_resume_target(self, resume: str, sub_working_dir: Optional[str]) -> None:
+        """`--resume PATH` writes into a run directory: the checkpoint's own, or a new one; never a folder of the user's
+        nor another run's directory."""
+        path = self.run_dir.path
+        if not sub_working_dir and not self.run_dir.state_file.is_file():
+            raise UserError(f"--resume {resume}: {path} is not a run directory of this tool (no run_state.json), so "
+                            "the run cannot continue there; continue it in a new run directory with --sub_working_dir "
+                            "NAME, or start a new run with pretrain_snapshot")
+        own = self.resume_path is not None and self.resume_path.resolve().parent == path.resolve()
+        if sub_working_dir and not own and path.exists() and any(path.iterdir()):
+            raise UserError(f"--resume {resume}: run directory {path} already exists and is not empty, and the "
+                            "checkpoint is not from it; choose a new --sub_working_dir (nothing there is overwritten)")
+
     def _check_inputs(self, attach: bool) -> None:
         from evaluate import get_evaluator
 
         p = self.params
+        working_dir = self.run_dir.path.parent
+        if working_dir.exists() and not working_dir.is_dir():
+            raise UserError(f"working_dir: {working_dir} is not a directory; expected a directory that holds the run "
+                            "directories (or a path that does not exist yet)")
+        # the machine: CUDA devices asked for exist (one process per listed id), fp16 only on CUDA
+        distributed.check_local_devices(p.parallels, distributed.process_count(p.parallels, None))
+        if p.amp == "fp16" and not p.parallels:
+            raise UserError("amp: fp16 needs a CUDA device; use \"bf16\" on the CPU")
         if p.evaluation_params.type:
             get_evaluator(p.evaluation_params.type)
         if p.synthetic_data is None and not Path(p.batches_dir).exists():
@@ -116,50 +166,127 @@ class Launch:
             raise UserError(f"run {self.run_dir.path} is already running (pid {state.pid})")
 
     def prepare(self) -> None:
-        self.run_dir.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.run_dir.path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UserError(f"working_dir: cannot create the run directory {self.run_dir.path} "
+                            f"({err.strerror or err})") from None
         write_text_atomic(self.run_dir.params, params_to_json(self.params) + "\n")
         self.run_dir.stop_file.unlink(missing_ok=True)
 
 
-def setup_logging(run_dir: RunDir, console: bool) -> None:
+def setup_logging(run_dir: RunDir, console: bool, rank: int = 0, world_size: int = 1) -> None:
+    """Rank 0 (or a single process) logs INFO to train_log (and the console); the other ranks of a distributed run
+    log warnings and errors only, tagged with their rank."""
     handlers: list[logging.Handler] = [logging.FileHandler(run_dir.log, mode="a", encoding="utf-8")]
     if console:
         handlers.append(logging.StreamHandler(sys.stderr))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", handlers=handlers,
-                        force=True)
+    tag = f"[rank {rank}/{world_size}] " if world_size > 1 else ""
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
+                        format=f"%(asctime)s %(levelname)s {tag}%(message)s", handlers=handlers, force=True)
 
 
-def train_foreground(launch: Launch, show_progress: bool, console: bool = True) -> int:
-    from engine.trainer import Trainer
+def train_foreground(launch: Launch, show_progress: bool, console: bool = True,
+                     env: Optional[distributed.DistEnv] = None) -> int:
+    """Run the training loop in this process: a single process, or one worker of a distributed run (`env`; default:
+    from torchrun's environment variables)."""
+    from engine.trainer import Trainer, resolve_device
 
+    env = env or distributed.DistEnv.from_environ()
+    run_dir = launch.run_dir
+    ctx = None
+    if env.is_distributed:
+        ctx = distributed.DistContext.initialize(env, resolve_device(launch.params, env),
+                                                 launch.params.dist_timeout_s, launch.params.dist_eval_timeout_s)
+    try:
+        if env.is_main:
+            launch.prepare()
+        if ctx is not None:
+            ctx.barrier()  # the run directory exists before the other ranks open the log
+            run_dir.path.mkdir(parents=True, exist_ok=True)  # another node without a shared filesystem: its own
+        return _train(launch, run_dir, env, ctx, show_progress, console, Trainer)
+    finally:
+        if ctx is not None:
+            ctx.shutdown()
+
+
+def _train(launch: Launch, run_dir: RunDir, env: distributed.DistEnv, ctx, show_progress: bool, console: bool,
+           trainer_class) -> int:
+    setup_logging(run_dir, console, env.rank, env.world_size)
+    log = logging.getLogger("train")
+    main = env.is_main
+    if main:
+        # under our launcher the run is the launcher's (status/stop_train reach it); else this process's
+        pid = int(os.environ.get(distributed.LAUNCHER_PID_ENV, os.getpid())) if env.is_distributed else os.getpid()
+        write_text_atomic(run_dir.pid_file, f"{pid}\n")
+        run_dir.update_state(state="starting", pid=pid, epochs=launch.params.epochs, message="")
+        log.info("run directory %s (pid %d)%s", run_dir.path, pid,
+                 f"; {env.world_size} processes" if env.is_distributed else "")
+        if getattr(launch, "fresh_restart", False):
+            log.warning("--resume latest: the run ended before writing its first checkpoint; training it from the "
+                        "beginning")
+    try:
+        trainer = trainer_class(launch.params, run_dir, show_progress=show_progress, dist=ctx)
+        if launch.resume_path is not None:
+            trainer.restore(launch.resume_path)
+        state = trainer.run()
+    except UserError as err:
+        log.error("%s", err)
+        if main:
+            run_dir.update_state(state="failed", message=str(err))
+        raise
+    except BaseException as err:
+        peer = distributed.peer_failure(err, env.rank) if env.is_distributed else None
+        if peer is not None:  # the traceback of a failed collective says nothing more
+            log.error("%s", peer)
+            if main:
+                run_dir.update_state(state="failed", message=str(peer))
+            raise peer from None
+        log.exception("training failed")
+        if main:
+            run_dir.update_state(state="failed", message=f"{type(err).__name__}: {err}")
+        raise
+    return 0 if state in ("finished", "stopped") else 1
+
+
+def train_launcher(launch: Launch, nproc: int, attached: bool, console: bool = True) -> int:
+    """`train.py --nproc N` (or several parallels ids): prepare the run, then start and wait for N local workers.
+
+    The run's pid is this launcher's; SIGTERM (stop_train) and Ctrl-C are forwarded to the workers, which stop
+    together at the same step (rank 0 saves). A worker failure fails the run; the others are terminated after a grace
+    period if they have not failed by themselves."""
     launch.prepare()
     run_dir = launch.run_dir
     setup_logging(run_dir, console)
     log = logging.getLogger("train")
     write_text_atomic(run_dir.pid_file, f"{os.getpid()}\n")
     run_dir.update_state(state="starting", pid=os.getpid(), epochs=launch.params.epochs, message="")
-    log.info("run directory %s (pid %d)", run_dir.path, os.getpid())
-    try:
-        trainer = Trainer(launch.params, run_dir, show_progress=show_progress)
-        if launch.resume_path is not None:
-            trainer.restore(launch.resume_path)
-        state = trainer.run()
-    except UserError as err:
-        log.error("%s", err)
-        run_dir.update_state(state="failed", message=str(err))
-        raise
-    except BaseException as err:
-        log.exception("training failed")
-        run_dir.update_state(state="failed", message=f"{type(err).__name__}: {err}")
-        raise
-    return 0 if state in ("finished", "stopped") else 1
+    log.info("run directory %s: launching %d worker processes (launcher pid %d)", run_dir.path, nproc, os.getpid())
+    args = ["--operation", "train", "--config_path", str(run_dir.params), "--sub_working_dir", run_dir.path.name,
+            "--worker"] + (["--attach"] if attached else [])
+    if launch.resume_path is not None:
+        args += ["--resume", str(launch.resume_path)]
+    code, message = distributed.launch_workers(args, nproc, cpu=not launch.params.parallels,
+                                               script=str(TRAIN_SCRIPT))
+    state = run_dir.read_state()
+    if code != 0:
+        log.error("distributed run failed: %s", message)
+        if state is None or state.state in ("starting", "running"):
+            run_dir.update_state(state="failed", message=message)
+        return code
+    if state is not None and state.state in ("starting", "running"):
+        run_dir.update_state(state="failed", message="the workers exited without finishing")
+        return 1
+    return 0
 
 
-def start_detached(launch: Launch) -> int:
+def start_detached(launch: Launch, nproc: int = 1) -> int:
     launch.prepare()
     run_dir = launch.run_dir
     command = [sys.executable, str(TRAIN_SCRIPT), "--operation", "train", "--config_path", str(run_dir.params),
                "--sub_working_dir", run_dir.path.name, "--attach"]
+    if nproc > 1 and not launch.params.parallels:
+        command += ["--nproc", str(nproc)]  # several parallels ids launch their workers by themselves
     if launch.resume_path is not None:
         command += ["--resume", str(launch.resume_path)]
     with open(run_dir.log, "a", encoding="utf-8") as log_file:

@@ -21,7 +21,7 @@ from engine.checkpoint import load_file, load_weights_strict, state_dict_of
 from engine.errors import UserError
 from engine.params import SyntheticDataParams, TrainParams
 from networks.factory import build_model
-from networks.losses import ReidCriterion
+from networks.losses import build_criterion
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class TaskParts:
     model: torch.nn.Module
-    criterion: Callable  # (outputs, labels) -> (total loss, {component: loss}, batch accuracy)
+    criterion: Callable  # (outputs, labels, images) -> (total loss, {component: loss}, batch accuracy)
     loader: TrainLoader
     num_classes: int
     class_names: tuple[str, ...]
@@ -75,7 +75,7 @@ def build_classification_or_reid(params: TrainParams, rank: int = 0, world_size:
         load_pretrain_snapshot(model, params.pretrain_snapshot)
     if params.fine_tune:
         model.freeze_trunk()
-    criterion = ReidCriterion(params.tri_loss_params, params.focal_loss, params.focal_gamma, params.label_smoothing)
+    criterion = build_criterion(params, image_set.num_classes, image_set.class_names)
     return TaskParts(model, criterion, loader, image_set.num_classes, image_set.class_names)
 
 

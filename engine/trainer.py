@@ -4,6 +4,11 @@ One readable loop with explicit steps: set the LR, forward, loss, backward, opti
 ``latest.pth`` (atomically) and, on the evaluation schedule, run the evaluator and keep ``model_best.pth``. A stop
 request (SIGTERM, SIGINT or ``stop_train``) finishes the current step, saves a checkpoint that resumes exactly there,
 and marks the run stopped.
+
+Distributed (``engine.distributed``): every rank runs this loop on its share of each global batch, the model is
+wrapped in DistributedDataParallel, and after every step the ranks agree whether any of them was asked to stop, so all
+stop at the same step. Rank 0 alone writes checkpoints (of the unwrapped model), TensorBoard scalars, run state and
+evaluates (with the unwrapped model, in eval mode: no collective can run there); the others wait at a barrier.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ import torch
 from tensorboardX import SummaryWriter
 
 from engine import checkpoint as ckpt
+from engine.distributed import (DistContext, DistEnv, convert_sync_batchnorm, device_for, fault_hook, remap_step,
+                                scaled_lr, wrap_model)
 from engine.errors import UserError
 from engine.lr_schedule import apply_lr, lr_factor
 from engine.optim import build_optimizer
@@ -67,19 +74,9 @@ class StopRequest:
         return self.signalled or self.run_dir.stop_file.exists()
 
 
-def resolve_device(params: TrainParams) -> torch.device:
-    if not params.parallels:
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise UserError(f"parallels: {params.parallels} asks for CUDA devices, but CUDA is not available on this "
-                        "machine; set \"parallels\": [] to train on the CPU")
-    if len(params.parallels) > 1:
-        raise UserError("parallels: several GPUs are trained with torchrun (see README, 'Distributed training'); "
-                        "give one device id here")
-    count = torch.cuda.device_count()
-    if params.parallels[0] >= count:
-        raise UserError(f"parallels: device {params.parallels[0]} does not exist (this machine has {count})")
-    return torch.device("cuda", params.parallels[0])
+def resolve_device(params: TrainParams, env: Optional[DistEnv] = None) -> torch.device:
+    """This process's device: the CPU for ``parallels: []``, else ``cuda:parallels[LOCAL_RANK]``."""
+    return device_for(params.parallels, env or DistEnv())
 
 
 def autocast_context(params: TrainParams, device: torch.device):
@@ -101,21 +98,43 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 
 class Trainer:
-    def __init__(self, params: TrainParams, run_dir: RunDir, show_progress: bool = False):
+    """`dist`: this process's place in a distributed run (joined already); None = one process on
+    :func:`resolve_device`. ``self.model`` is always the unwrapped model (checkpoints, evaluation); ``self.net`` is
+    what the training step calls (DDP and/or torch.compile around it)."""
+
+    def __init__(self, params: TrainParams, run_dir: RunDir, show_progress: bool = False,
+                 dist: Optional[DistContext] = None):
         self.params = params
         self.run_dir = run_dir
-        self.show_progress = show_progress
-        self.device = resolve_device(params)
+        self.dist = dist or DistContext.single(resolve_device(params))
+        self.show_progress = show_progress and self.dist.is_main
+        self.device = self.dist.device
+        if params.cpu_threads:
+            torch.set_num_threads(params.cpu_threads)
         seed_everything(params.seed, params.deterministic)
-        self.parts = TASK_BUILDERS[params.task](params)
-        self.model = self.parts.model.to(self.device)
-        self.optimizer = build_optimizer(self.model, params.optimizer, params.lr.base_lr, params.lr.fc_lr,
-                                         params.weight_decay)
+        if self.dist.is_distributed:
+            self.parts = TASK_BUILDERS[params.task](params, rank=self.dist.rank, world_size=self.dist.world_size)
+        else:
+            self.parts = TASK_BUILDERS[params.task](params)
+        model = self.parts.model
+        if params.sync_bn and self.dist.is_distributed:
+            model = convert_sync_batchnorm(model, self.device)
+        self.model = model.to(self.device)
+        if params.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.lr_scale = scaled_lr(1.0, params.lr_scaling, self.dist.world_size)
+        self.optimizer = build_optimizer(self.model, params.optimizer, params.lr.base_lr * self.lr_scale,
+                                         params.lr.fc_lr * self.lr_scale, params.weight_decay)
+        self.net = wrap_model(self.model, self.dist,
+                              find_unused_parameters=params.model_params.random_drop_branchs > 0)
+        if params.compile:
+            self.net = torch.compile(self.net)
         self.scaler = torch.amp.GradScaler("cuda") if params.amp == "fp16" else None
         self.progress = Progress()
         self.evaluator_name = params.evaluation_params.type
         self.run_eval = get_evaluator(self.evaluator_name) if self.evaluator_name else None
         self.stop = StopRequest(run_dir)
+        self.skipped_in_a_row = 0  # consecutive steps skipped for a non-finite loss (nonfinite_loss "skip")
         self.writer: Optional[SummaryWriter] = None
 
     # ----------------------------------------------------------------------------------------------------------
@@ -136,16 +155,20 @@ class Trainer:
             "global_step": p.global_step,
             "best": {"metric": p.best_metric, "value": p.best_value, "epoch": p.best_epoch},
             "rng_torch": torch.get_rng_state(),
+            "world_size": self.dist.world_size,
+            "steps_per_epoch": self.parts.loader.steps_per_epoch,
         }
 
     def save_latest(self) -> None:
+        if not self.dist.is_main:
+            return
         ckpt.save_atomic(self.checkpoint_dict(), self.run_dir.latest)
 
     def snapshot_epoch(self) -> None:
         """Keep the end-of-epoch checkpoint for `--resume N` as a hard link to latest.pth (no extra disk; the link
         survives the next atomic replace of latest.pth) and drop snapshots beyond `keep_epoch_checkpoints`."""
         keep = self.params.keep_epoch_checkpoints
-        if keep == 0:
+        if keep == 0 or not self.dist.is_main:
             return
         epoch = self.progress.epoch
         target = self.run_dir.epoch_checkpoint(epoch)
@@ -168,27 +191,49 @@ class Trainer:
             self.optimizer.load_state_dict(data["optimizer"])
         except (ValueError, KeyError) as err:
             raise ckpt.CheckpointError(f"{path}: optimizer state does not fit this run ({err})") from None
+        for group in self.optimizer.param_groups:  # the LR of this run (lr_scaling on its world size)
+            group["initial_lr"] = self._initial_lr[group["name"]]
         best = data.get("best") or {}
-        self.progress = Progress(epoch=int(data["epoch"]), step=int(data["step"]),
+        step = int(data["step"])
+        steps = self.parts.loader.steps_per_epoch
+        saved_world, saved_steps = int(data.get("world_size", 1)), int(data.get("steps_per_epoch", steps))
+        if saved_steps != steps:
+            step = remap_step(step, saved_steps, steps)
+            say = log.warning if self.dist.is_main else log.debug
+            say("%s was written by a run of %d process(es) with %d steps per epoch; this run has %d process(es) and "
+                "%d: continuing at step %d of epoch %d (same fraction of the epoch, batches re-derived for this world "
+                "size)", path, saved_world, saved_steps, self.dist.world_size, steps, step, int(data["epoch"]))
+        self.progress = Progress(epoch=int(data["epoch"]), step=step,
                                  global_step=int(data["global_step"]), best_metric=best.get("metric"),
                                  best_value=best.get("value"), best_epoch=best.get("epoch"))
         torch.set_rng_state(data["rng_torch"])
         log.info("resumed from %s at epoch %d step %d (global step %d)", path, self.progress.epoch,
                  self.progress.step, self.progress.global_step)
 
+    @property
+    def _initial_lr(self) -> dict[str, float]:
+        lr = self.params.lr
+        return {"backbone": lr.base_lr * self.lr_scale, "head": lr.fc_lr * self.lr_scale}
+
     # ----------------------------------------------------------------------------------------------------------
     # evaluation
 
     def evaluate(self) -> None:
+        """Rank 0 evaluates; the other ranks wait for it at a barrier (dist_eval_timeout_s)."""
         if self.run_eval is None:
             return
+        if self.dist.is_main:
+            self._evaluate()
+        self.dist.wait_for_main()
+
+    def _evaluate(self) -> None:
         p = self.progress
         started = time.time()
         self.model.eval()
         with torch.no_grad():
             metrics, primary = call_evaluator(self.evaluator_name, self.run_eval, self.params, self.model,
                                               self.device, writer=self.writer, global_step=p.global_step)
-        self.model.train()
+        self.net.train()
         best_metric = self.params.evaluation_params.best_metric or primary
         if best_metric not in metrics:
             raise UserError(f"evaluation_params.best_metric: {best_metric!r} is not reported by "
@@ -213,16 +258,33 @@ class Trainer:
     def train_step(self, batch: dict, autocast) -> tuple[float, dict[str, float], float]:
         images = batch["images"].to(self.device, non_blocking=True)
         labels = batch["labels"].to(self.device, non_blocking=True)
+        if self.params.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         with autocast:
-            outputs = self.model(images)
-            total, components, accuracy = self.parts.criterion(outputs, labels)
+            outputs = self.net(images)
+            self.parts.criterion.set_global_step(self.progress.global_step)  # AM-softmax margin schedule
+            total, components, accuracy = self.parts.criterion(outputs, labels, images)
         values = {name: float(value.detach()) for name, value in components.items()}
         bad = [name for name, value in values.items() if not math.isfinite(value)]
-        if bad or not math.isfinite(float(total.detach())):
-            raise NonFiniteLossError(
-                f"non-finite loss at epoch {self.progress.epoch} step {self.progress.step} (global step "
-                f"{self.progress.global_step}): {', '.join(f'{n}={values[n]}' for n in bad) or 'total'}; the last "
-                f"good checkpoint is {self.run_dir.latest} (lower the learning rate or check the data)")
+        local_bad = bool(bad) or not math.isfinite(float(total.detach()))
+        if self.dist.any(local_bad):  # every rank stops (or skips) here, not only the one that saw it
+            where = (f"{', '.join(f'{n}={values[n]}' for n in bad) or 'total'}" if local_bad
+                     else "on another rank")
+            message = (f"non-finite loss at epoch {self.progress.epoch} step {self.progress.step} (global step "
+                       f"{self.progress.global_step}): {where}")
+            limit = self.params.nonfinite_max_consecutive_skips
+            if self.params.nonfinite_loss == "skip":
+                if self.skipped_in_a_row < limit:
+                    self.skipped_in_a_row += 1
+                    self.optimizer.zero_grad(set_to_none=True)
+                    log.warning("skipped the step: %s (%d in a row; nonfinite_max_consecutive_skips=%d)", message,
+                                self.skipped_in_a_row, limit)
+                    return float("nan"), values, float(accuracy)
+                message += (f"; {limit} consecutive steps skipped before this one "
+                            f"(nonfinite_max_consecutive_skips={limit})")
+            raise NonFiniteLossError(f"{message}; the last good checkpoint is {self.run_dir.latest} (lower the "
+                                     "learning rate or check the data)")
+        self.skipped_in_a_row = 0
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(total).backward()
@@ -250,14 +312,17 @@ class Trainer:
     def run(self) -> str:
         """Train until the last epoch or a stop request; returns the final state ('finished' or 'stopped')."""
         params, p, loader = self.params, self.progress, self.parts.loader
-        self.writer = SummaryWriter(str(self.run_dir.path), flush_secs=10)
+        main = self.dist.is_main
+        self.writer = SummaryWriter(str(self.run_dir.path), flush_secs=10) if main else None
         self.stop.install()
         autocast = autocast_context(params, self.device)
         steps = loader.steps_per_epoch
         eval_epoch = params.evaluation_params.epoch
         eval_step = params.evaluation_params.step
-        self.run_dir.update_state(state="running", epochs=params.epochs, epoch=p.epoch, global_step=p.global_step)
-        self.model.train()
+        if main:
+            self.run_dir.update_state(state="running", epochs=params.epochs, epoch=p.epoch,
+                                      global_step=p.global_step)
+        self.net.train()
         try:
             while p.epoch < params.epochs:
                 window_start, window_images = time.perf_counter(), 0
@@ -270,38 +335,50 @@ class Trainer:
                 for batch in batches:
                     apply_lr(self.optimizer, lr_factor(p.epoch, p.step, steps, params.lr))
                     loss, components, accuracy = self.train_step(batch, autocast)
-                    window_images += len(batch["labels"])
-                    if p.global_step % params.log_every_steps == 0:
+                    window_images += len(batch["labels"]) * self.dist.world_size
+                    if main and p.global_step % params.log_every_steps == 0:
                         elapsed = time.perf_counter() - window_start
                         self.log_step(loss, components, accuracy, window_images / max(elapsed, 1e-9))
                         self.run_dir.update_state(epoch=p.epoch, global_step=p.global_step)
                         window_start, window_images = time.perf_counter(), 0
                     p.step += 1
                     p.global_step += 1
+                    fault_hook(self.dist.rank, p.global_step)
                     if eval_step and p.global_step % eval_step == 0:
                         self.evaluate()
-                    if self.stop.requested():
+                    if self.stop_agreed():
                         return self._stop()
                 p.epoch += 1
                 p.step = 0
                 self.save_latest()
                 self.snapshot_epoch()
-                self.run_dir.update_state(epoch=p.epoch, global_step=p.global_step)
+                if main:
+                    self.run_dir.update_state(epoch=p.epoch, global_step=p.global_step)
                 if p.epoch % eval_epoch == 0 or p.epoch == params.epochs:
                     self.evaluate()
-                if self.stop.requested():
+                if self.stop_agreed():
                     return self._stop()
-            self.run_dir.update_state(state="finished", message="")
+            if main:
+                self.run_dir.update_state(state="finished", message="")
             log.info("finished %d epochs; best %s=%s", params.epochs, p.best_metric, p.best_value)
+            self.dist.wait_for_main()
             return "finished"
         finally:
-            self.writer.close()
+            if self.writer is not None:
+                self.writer.close()
+
+    def stop_agreed(self) -> bool:
+        """Whether to stop after this step: asked on any rank (signal, or the STOP file), agreed by all ranks."""
+        return self.dist.any(self.stop.requested())
 
     def _stop(self) -> str:
         self.save_latest()
-        self.run_dir.stop_file.unlink(missing_ok=True)
-        self.run_dir.update_state(state="stopped", epoch=self.progress.epoch, global_step=self.progress.global_step,
-                                  message=f"stopped at epoch {self.progress.epoch} step {self.progress.step}")
+        if self.dist.is_main:
+            self.run_dir.stop_file.unlink(missing_ok=True)
+            self.run_dir.update_state(state="stopped", epoch=self.progress.epoch,
+                                      global_step=self.progress.global_step,
+                                      message=f"stopped at epoch {self.progress.epoch} step {self.progress.step}")
         log.info("stopped at epoch %d step %d; resume with --resume latest", self.progress.epoch, self.progress.step)
+        self.dist.wait_for_main()
         return "stopped"
 

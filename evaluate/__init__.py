@@ -18,9 +18,10 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import numbers
 import pkgutil
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 from engine.errors import UserError
 
@@ -38,8 +39,13 @@ def available_evaluators() -> list[str]:
     return sorted(names)
 
 
-def get_evaluator(name: str) -> Callable:
-    """The ``run_eval`` of evaluator `name`; a UserError lists the available ones when it does not exist."""
+class EvaluatorError(UserError):
+    """An evaluator that cannot be found, imported, or that returned something other than (metrics, primary)."""
+
+
+def get_evaluator(name: str, key: str = "evaluation_params.type") -> Callable:
+    """The ``run_eval`` of evaluator `name`; a UserError lists the available ones when it does not exist. `key`
+    names the params key the name came from, for the message."""
     if "." in name:
         module_name = name
         found = importlib.util.find_spec(name.split(".")[0]) is not None
@@ -47,32 +53,48 @@ def get_evaluator(name: str) -> Callable:
         module_name = f"evaluate.{name}"
         found = name in available_evaluators()
     if not found:
-        raise UserError(f"evaluation_params.type: unknown evaluator {name!r}; available: "
-                        f"{', '.join(available_evaluators())} (or a dotted module path such as mypkg.my_eval)")
+        raise EvaluatorError(f"{key}: unknown evaluator {name!r}; available: {', '.join(available_evaluators())} "
+                             "(or a dotted module path such as mypkg.my_eval)")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as err:
-        raise UserError(f"evaluation_params.type: cannot import evaluator module {module_name!r}: {err}") from None
+        raise EvaluatorError(f"{key}: cannot import evaluator module {module_name!r}: {err}") from None
     run_eval = getattr(module, "run_eval", None)
     if not callable(run_eval):
-        raise UserError(f"evaluation_params.type: module {module_name!r} ({getattr(module, '__file__', '?')}) has no "
-                        "run_eval function")
+        raise EvaluatorError(f"{key}: module {module_name!r} ({getattr(module, '__file__', '?')}) has no run_eval "
+                             "function")
     return run_eval
 
 
-def check_result(name: str, result) -> tuple[dict[str, float], str]:
-    """Validate what an evaluator returned, so a plugin bug is reported as such and not as a crash elsewhere."""
+def _where(name: str, run_eval: Optional[Callable]) -> str:
+    """'name' (path/to/module.py): which plugin, for messages."""
+    module = inspect.getmodule(run_eval) if run_eval is not None else None
+    source = getattr(module, "__file__", None)
+    return f"{name!r} ({source})" if source else repr(name)
+
+
+_CONTRACT = "(metrics: dict[str, float], primary: str) with primary one of the metric names"
+
+
+def check_result(name: str, result, run_eval: Optional[Callable] = None) -> tuple[dict[str, float], str]:
+    """Validate what an evaluator returned, so a plugin bug is reported as such (a UserError naming the plugin, what
+    run_eval must return and what it returned) and not as a crash elsewhere."""
+    where = _where(name, run_eval)
     if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], dict)):
-        raise TypeError(f"evaluator {name!r} must return (metrics: dict[str, float], primary: str), got "
-                        f"{type(result).__name__}")
+        found = type(result).__name__
+        if isinstance(result, tuple):
+            found = f"a tuple of {len(result)} ({', '.join(type(v).__name__ for v in result[:4])})"
+        raise EvaluatorError(f"evaluator {where}: run_eval must return {_CONTRACT}; it returned {found}")
     metrics, primary = result
     clean = {}
     for key, value in metrics.items():
-        if not isinstance(key, str) or isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"evaluator {name!r} returned a non-float metric {key!r}: {value!r}")
+        if not isinstance(key, str) or isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise EvaluatorError(f"evaluator {where}: run_eval must return {_CONTRACT}; metric {key!r} is "
+                                 f"{value!r} ({type(value).__name__})")
         clean[key] = float(value)
-    if primary not in clean:
-        raise TypeError(f"evaluator {name!r} names primary metric {primary!r}, which is not among {sorted(clean)}")
+    if not isinstance(primary, str) or primary not in clean:
+        raise EvaluatorError(f"evaluator {where}: run_eval must return {_CONTRACT}; primary is {primary!r}, not "
+                             f"among {sorted(clean)}")
     return clean, primary
 
 
@@ -81,4 +103,4 @@ def call_evaluator(name: str, run_eval: Callable, params, model, device, **conte
     signature = inspect.signature(run_eval)
     takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
     accepted = {k: v for k, v in context.items() if takes_all or k in signature.parameters}
-    return check_result(name, run_eval(params, model, device, **accepted))
+    return check_result(name, run_eval(params, model, device, **accepted), run_eval)

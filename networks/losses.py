@@ -1,18 +1,21 @@
 """Training losses: batch-hard / adaptive triplet, focal loss, and the criterion that combines them with the
-classification term as configured by ``tri_loss_params``, ``focal_loss``, ``focal_gamma`` and ``label_smoothing``.
+classification term as configured by ``tri_loss_params``, ``focal_loss``, ``focal_gamma``, ``label_smoothing``,
+``asoftmax_params``, ``model_params.random_drop_branchs`` / ``spectral_start_accuracy`` and ``distillation_params``
+(:func:`build_criterion`).
 
 All losses are computed in float32 (inputs produced under autocast are upcast first).
 """
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from engine.params import TriLossParams
+from engine.params import AsoftmaxParams, TrainParams, TriLossParams
+from networks.heads import am_softmax_margin
 
 Margin = Union[float, str]
 
@@ -114,47 +117,129 @@ def focal_loss(logits: Tensor, labels: Tensor, gamma: float, label_smoothing: fl
 
 
 class ReidCriterion:
-    """Total training loss = ``cls`` + ``triplet``.
+    """Total training loss = ``cls`` + ``spectral`` + ``triplet`` + distillation terms.
 
-    * ``cls = lambda_cls · Σ_heads CE(logits_h, y)`` (focal loss with γ = ``focal_gamma`` when ``focal``; label
-      smoothing ε applies to either), present only when ``lambda_cls > 0``;
-    * ``triplet = lambda_tri · triplet_loss(outputs["features"], y)``, present only when ``tri.enabled``.
+    * ``cls = lambda_cls · Σ_kept heads CE(logits_h, y)`` over ``outputs["logits"]`` (focal loss with γ = ``focal_gamma``
+      when ``focal``; label smoothing ε applies to either), present only when ``lambda_cls > 0``. With
+      ``random_drop_branchs = b > 0`` each call draws b head indices uniformly with replacement (torch's global RNG)
+      and leaves them out; if every head was drawn, one random head is kept.
+    * ``spectral = lambda_cls · Σ_h CE(spectral_logits_h, y)`` when the model returns ``"spectral_logits"`` and this
+      batch's accuracy ≥ ``spectral_start_accuracy`` (a pure function of the current batch: no state). Not subject to
+      the random head drop.
+    * AM-softmax (``asoftmax`` enabled): every head's logits are the classifier's ``s·cosθ``; the loss uses
+      ``s·(cosθ − m·[j = y])`` with m = ``asoftmax.margin_at(global_step)``; the accuracy uses ``s·cosθ``.
+    * ``triplet = lambda_tri · Σ_sets triplet_loss(set, y)`` over ``outputs["triplet_features"]`` (a list; default
+      ``[outputs["features"]]``), present only when ``tri.enabled``.
+    * distillation (``distiller`` given): the components returned by ``distiller(images, outputs)`` (e.g.
+      ``kd_logits``, ``kd_features``), already weighted.
 
-    ``__call__(outputs, labels) -> (total, components, accuracy)`` with ``components`` a dict of the present terms (as
-    tensors; ``total`` is their sum) and ``accuracy`` the mean over heads of the batch top-1 accuracy (a float). The
-    triplet statistics of the last call are kept in ``last_stats`` (``triplet_active_fraction``, ``triplet_mean_d_ap``,
-    ``triplet_mean_d_an``; empty when the triplet term is off).
+    ``__call__(outputs, labels, images=None) -> (total, components, accuracy)`` with ``components`` a dict of the
+    present terms (as tensors; ``total`` is their sum) and ``accuracy`` the mean over ``outputs["logits"]`` heads of the
+    batch top-1 accuracy (a float). ``images`` (the batch the outputs came from) is needed only with a distiller.
+
+    The trainer calls :meth:`set_global_step` with the global iteration before each call (the AM-softmax margin
+    schedule). Statistics of the last call are kept in ``last_stats`` (``triplet_active_fraction``,
+    ``triplet_mean_d_ap``, ``triplet_mean_d_an`` averaged over the triplet sets; ``heads_kept``, ``spectral_on``,
+    ``spectral_self_affinity``, ``asoftmax_margin`` when those methods are on).
     """
 
-    def __init__(self, tri: TriLossParams, focal: bool, focal_gamma: float, label_smoothing: float) -> None:
+    def __init__(self, tri: TriLossParams, focal: bool, focal_gamma: float, label_smoothing: float, *,
+                 asoftmax: Optional[AsoftmaxParams] = None, random_drop_branchs: int = 0,
+                 spectral_start_accuracy: float = 0.0, distiller: Optional[Callable] = None) -> None:
         if tri.lambda_cls <= 0 and not tri.enabled:
             raise ValueError("lambda_cls is 0 and the triplet loss is off: there is no loss to train with")
+        if random_drop_branchs < 0:
+            raise ValueError(f"random_drop_branchs must be ≥ 0; found {random_drop_branchs}")
         self.tri = tri
         self.focal = focal
         self.focal_gamma = focal_gamma
         self.label_smoothing = label_smoothing
+        self.asoftmax = asoftmax if asoftmax is not None and asoftmax.enabled else None
+        self.random_drop_branchs = random_drop_branchs
+        self.spectral_start_accuracy = spectral_start_accuracy
+        self.distiller = distiller
+        self.global_step = 0
         self.last_stats: dict[str, float] = {}
 
+    def set_global_step(self, global_step: int) -> None:
+        """The global iteration of the next call (0-based), for the AM-softmax margin schedule."""
+        self.global_step = int(global_step)
+
+    @property
+    def margin(self) -> float:
+        """The AM-softmax margin in force (0 without AM-softmax)."""
+        return self.asoftmax.margin_at(self.global_step) if self.asoftmax is not None else 0.0
+
     def _cls(self, logits: Tensor, labels: Tensor) -> Tensor:
+        if self.asoftmax is not None:
+            logits = am_softmax_margin(logits.float(), labels, self.margin, self.asoftmax.scale)
         if self.focal:
             return focal_loss(logits, labels, self.focal_gamma, self.label_smoothing)
         return F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
 
-    def __call__(self, outputs: dict, labels: Tensor) -> tuple[Tensor, dict[str, Tensor], float]:
+    def kept_heads(self, num_heads: int) -> list[int]:
+        """Indices of the heads in this step's classification sum (all of them without random_drop_branchs)."""
+        if self.random_drop_branchs == 0 or num_heads == 0:
+            return list(range(num_heads))
+        drawn = set(torch.randint(num_heads, (self.random_drop_branchs,)).tolist())
+        kept = [h for h in range(num_heads) if h not in drawn]
+        return kept or [int(torch.randint(num_heads, (1,)))]
+
+    def __call__(self, outputs: dict, labels: Tensor,
+                 images: Optional[Tensor] = None) -> tuple[Tensor, dict[str, Tensor], float]:
         heads = outputs["logits"]
         if not heads:
             raise ValueError("the model returned no logits")
         labels = labels.to(heads[0].device).long()
-        components: dict[str, Tensor] = {}
-        if self.tri.lambda_cls > 0:
-            components["cls"] = self.tri.lambda_cls * sum(self._cls(h, labels) for h in heads)
-        self.last_stats = {}
-        if self.tri.enabled:
-            tri_value, stats = triplet_loss(outputs["features"], labels, self.tri.margin,
-                                            self.tri.use_adaptive_weight)
-            components["triplet"] = self.tri.lambda_tri * tri_value
-            self.last_stats = {f"triplet_{k}": v for k, v in stats.items()}
-        total = sum(components.values())
         with torch.no_grad():
             accuracy = torch.stack([(h.argmax(dim=1) == labels).float().mean() for h in heads]).mean().item()
+        components: dict[str, Tensor] = {}
+        stats: dict[str, float] = {}
+        if self.asoftmax is not None:
+            stats["asoftmax_margin"] = self.margin
+        if self.tri.lambda_cls > 0:
+            kept = self.kept_heads(len(heads))
+            components["cls"] = self.tri.lambda_cls * sum(self._cls(heads[h], labels) for h in kept)
+            if self.random_drop_branchs:
+                stats["heads_kept"] = float(len(kept))
+            spectral = outputs.get("spectral_logits") or []
+            if spectral:
+                on = accuracy >= self.spectral_start_accuracy
+                stats["spectral_on"] = float(on)
+                if "spectral_self_affinity" in outputs:
+                    stats["spectral_self_affinity"] = float(outputs["spectral_self_affinity"])
+                if on:
+                    components["spectral"] = self.tri.lambda_cls * sum(self._cls(h, labels) for h in spectral)
+        if self.tri.enabled:
+            sets = outputs.get("triplet_features") or [outputs["features"]]
+            values, set_stats = [], []
+            for features in sets:
+                value, st = triplet_loss(features, labels, self.tri.margin, self.tri.use_adaptive_weight)
+                values.append(value)
+                set_stats.append(st)
+            components["triplet"] = self.tri.lambda_tri * sum(values)
+            for key in set_stats[0]:
+                stats[f"triplet_{key}"] = sum(st[key] for st in set_stats) / len(set_stats)
+        if self.distiller is not None:
+            if images is None:
+                raise ValueError("distillation needs the batch images: call criterion(outputs, labels, images=images)")
+            components.update(self.distiller(images, outputs))
+        self.last_stats = stats
+        total = sum(components.values())
         return total, components, accuracy
+
+
+def build_criterion(params: TrainParams, num_classes: Optional[int] = None,
+                    class_names: Optional[Sequence[str]] = None) -> ReidCriterion:
+    """The criterion configured by `params` (triplet, focal, label smoothing, AM-softmax, random head drop, spectral
+    gate) with the distiller of ``distillation_params`` attached when a teacher is given (`num_classes` and
+    `class_names` of the training data are then checked against the teacher's)."""
+    distiller = None
+    if params.distillation_params.enabled:
+        from networks.distill import build_distiller
+
+        distiller = build_distiller(params, num_classes, class_names)
+    m = params.model_params
+    return ReidCriterion(params.tri_loss_params, params.focal_loss, params.focal_gamma, params.label_smoothing,
+                         asoftmax=params.asoftmax_params, random_drop_branchs=m.random_drop_branchs,
+                         spectral_start_accuracy=m.spectral_start_accuracy, distiller=distiller)
