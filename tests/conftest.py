@@ -2,9 +2,12 @@
 
 import copy
 import json
+import logging
+import signal
 from pathlib import Path
 
 import pytest
+import torch
 
 from data.synthetic import MarketSpec, generate_market
 
@@ -44,3 +47,25 @@ def tiny_params(data_root: Path, working_dir: Path, **overrides) -> dict:
 def write_params(path: Path, params: dict) -> Path:
     path.write_text(json.dumps(params, indent=2))
     return path
+
+
+@pytest.fixture
+def restore_process_state():
+    """train.main / evaluator.main run in this process install signal and logging handlers and may switch on
+    deterministic algorithms; put everything back afterwards. Training here uses one thread: on a shared, loaded
+    machine that is several times faster (no oversubscription)."""
+    handlers, level = logging.root.handlers[:], logging.root.level
+    signals = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    for handler in logging.root.handlers:
+        if handler not in handlers:
+            handler.close()
+    logging.root.handlers[:] = handlers
+    logging.root.setLevel(level)
+    for sig, handler in signals.items():
+        signal.signal(sig, handler)
+    torch.use_deterministic_algorithms(deterministic)

@@ -25,10 +25,8 @@ import ast
 import copy
 import hashlib
 import json
-import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -55,24 +53,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)
-def restore_process_state():
-    """train.main / evaluator.main in this process install signal handlers, logging handlers and may switch on
-    deterministic algorithms; put everything back after each case."""
-    handlers, level = logging.root.handlers[:], logging.root.level
-    signals = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # on a shared, loaded machine one thread is several times faster (no oversubscription)
+def _restore(restore_process_state):
     yield
-    torch.set_num_threads(threads)
-    for handler in logging.root.handlers:
-        if handler not in handlers:
-            handler.close()
-    logging.root.handlers[:] = handlers
-    logging.root.setLevel(level)
-    for sig, handler in signals.items():
-        signal.signal(sig, handler)
-    torch.use_deterministic_algorithms(deterministic)
 
 
 def refused(argv: list[str], *fragments: str, module=train) -> str:

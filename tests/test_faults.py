@@ -41,23 +41,8 @@ STEPS = 2  # per epoch
 
 
 @pytest.fixture(autouse=True)
-def restore_process_state():
-    """train.main in this process installs signal and logging handlers and switches on deterministic algorithms."""
-    handlers, level = logging.root.handlers[:], logging.root.level
-    signals = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # on a shared, loaded machine one thread is several times faster (no oversubscription)
+def _restore(restore_process_state):
     yield
-    torch.set_num_threads(threads)
-    for handler in logging.root.handlers:
-        if handler not in handlers:
-            handler.close()
-    logging.root.handlers[:] = handlers
-    logging.root.setLevel(level)
-    for sig, handler in signals.items():
-        signal.signal(sig, handler)
-    torch.use_deterministic_algorithms(deterministic)
 
 
 @pytest.fixture(scope="module")
