@@ -123,11 +123,18 @@ def train(params: dict, work: Path, name: str, log) -> tuple[Path, float]:
     if params.get("distillation_params", {}).get("teacher_checkpoint") and not trainer_applies_distiller():
         cmd[1:2] = ["-m", "bench.ablation", SHIM_FLAG]
     log(f"  {name}: training ({' '.join(cmd[1:])})")
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    if done.returncode != 0:
-        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
-        raise RuntimeError(f"{name} failed (exit {done.returncode}):\n{tail}")
-    return run_dir, time.time() - started
+    for attempt in range(3):
+        done = subprocess.run(cmd if attempt == 0 else cmd + ["--resume", "latest"], cwd=ROOT, capture_output=True,
+                              text=True)
+        if done.returncode != 0:
+            tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
+            raise RuntimeError(f"{name} failed (exit {done.returncode}):\n{tail}")
+        final = json.loads(state.read_text()).get("state") if state.is_file() else None
+        if final == "finished" and last_metrics(run_dir):
+            return run_dir, time.time() - started
+        # a stop request from outside (SIGTERM/SIGINT/STOP) ends a run cleanly with an exact checkpoint: resume it
+        log(f"  {name}: run ended in state {final!r}; resuming from latest.pth")
+    raise RuntimeError(f"{name} did not finish (state {final!r}) after 3 attempts")
 
 
 SHIM_FLAG = "--train-with-criterion-shim"
