@@ -147,13 +147,8 @@ def test_reid_export_parity_metadata_and_dynamic_batch(reid_export):
 
 def test_part_based_reid_export(tmp_path):
     """PCB stripes + global branch, trained with the spectral transform and a feature mask: every re-ID layout."""
-    from engine.params import ParamsError
-
-    try:
-        params = parse_params(tiny_train_params("reid", pcb_n_parts=4, feature_global_dim=16, spectral_trans=0.5,
-                                                feature_mask=True)).model_dump(mode="json")
-    except ParamsError as err:  # pragma: no cover - only while the part-based models are not in this checkout
-        pytest.skip(f"part-based re-ID models not available: {err}")
+    params = parse_params(tiny_train_params("reid", pcb_n_parts=4, feature_global_dim=16, spectral_trans=0.5,
+                                            feature_mask=True)).model_dump(mode="json")
     ckpt = save_tiny_checkpoint(tmp_path / "pcb.pth", "reid", params=params)
     report = export_checkpoint(ckpt, tmp_path / "pcb.onnx", batch_check=(1, 5))
     assert report.output_dim == DIM + 16 and report.passed
