@@ -120,8 +120,6 @@ def train(params: dict, work: Path, name: str, log) -> tuple[Path, float]:
     started = time.time()
     cmd = [sys.executable, str(ROOT / "train.py"), "--operation", "train", "--config_path", str(spec),
            "--sub_working_dir", name]
-    if params.get("distillation_params", {}).get("teacher_checkpoint") and not trainer_applies_distiller():
-        cmd[1:2] = ["-m", "bench.ablation", SHIM_FLAG]
     log(f"  {name}: training ({' '.join(cmd[1:])})")
     for attempt in range(3):
         done = subprocess.run(cmd if attempt == 0 else cmd + ["--resume", "latest"], cwd=ROOT, capture_output=True,
@@ -135,46 +133,6 @@ def train(params: dict, work: Path, name: str, log) -> tuple[Path, float]:
         # a stop request from outside (SIGTERM/SIGINT/STOP) ends a run cleanly with an exact checkpoint: resume it
         log(f"  {name}: run ended in state {final!r}; resuming from latest.pth")
     raise RuntimeError(f"{name} did not finish (state {final!r}) after 3 attempts")
-
-
-SHIM_FLAG = "--train-with-criterion-shim"
-
-
-def trainer_applies_distiller() -> bool:
-    """Whether engine/tasks.py builds the criterion with networks.losses.build_criterion (which attaches the
-    distiller; the trainer then passes the images to it)."""
-    import inspect
-
-    import engine.tasks
-
-    return "build_criterion" in inspect.getsource(engine.tasks)
-
-
-def shim_train(argv: list[str]) -> int:
-    """``train.py --operation train`` with the criterion of networks.losses.build_criterion and the batch images passed
-    to it, for as long as engine/tasks.py and engine/trainer.py do not do so themselves (the training loop is the
-    trainer's own; only the task's criterion is replaced and the model's training outputs carry the images)."""
-    import engine.tasks as tasks
-    import train as train_cli
-    from networks.losses import build_criterion
-
-    original = tasks.TASK_BUILDERS["reid"]
-
-    def builder(params, *args, **kwargs):
-        parts = original(params, *args, **kwargs)
-        criterion = build_criterion(params, parts.num_classes, parts.class_names)
-        forward = parts.model.forward
-
-        def forward_with_images(images):
-            outputs = forward(images)
-            return {**outputs, "images": images} if isinstance(outputs, dict) else outputs
-
-        parts.model.forward = forward_with_images
-        parts.criterion = lambda outputs, labels: criterion(outputs, labels, images=outputs.get("images"))
-        return parts
-
-    tasks.TASK_BUILDERS["reid"] = builder
-    return train_cli.main(argv)
 
 
 def summarise(per_seed: list[dict]) -> dict:
@@ -245,9 +203,8 @@ def main(argv=None) -> int:
                 log(error)
                 break
             if row == "distilled" and "loss_kd_logits" not in (run_dir / "train_log").read_text():
-                error = ("the trainer did not apply the distiller (no loss_kd_logits in the log): engine/tasks.py "
-                         "must build the criterion with networks.losses.build_criterion and the trainer must call "
-                         "criterion(outputs, labels, images=images)")
+                error = ("the trainer did not apply the distiller (no loss_kd_logits in the log): the task's "
+                         "criterion must come from networks.losses.build_criterion and receive the batch images")
                 log(error)
                 break
             metrics = last_metrics(run_dir)
@@ -278,6 +235,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == [SHIM_FLAG]:
-        sys.exit(shim_train(sys.argv[2:]))
     sys.exit(main())

@@ -70,7 +70,8 @@ def build_classification_or_reid(params: TrainParams, rank: int = 0, world_size:
     transform = build_train_transform(params.data_augmentation, params.img_h, params.img_w)
     loader = TrainLoader(image_set, sampler, transform, params.num_preprocess_workers, params.seed)
 
-    model = build_model(params.task, params.model_params, image_set.num_classes, params.imagenet_pretrain)
+    model = build_model(params.task, params.model_params, image_set.num_classes, params.imagenet_pretrain,
+                        asoftmax_params=params.asoftmax_params)
     if params.pretrain_snapshot:
         load_pretrain_snapshot(model, params.pretrain_snapshot)
     if params.fine_tune:

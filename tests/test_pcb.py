@@ -4,6 +4,7 @@ features, random head drop, focal loss on PCB heads, ONNX export of the eval for
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -18,6 +19,15 @@ from networks.pcb import PartReidNet, stripe_bounds, trunk_output_height
 from networks.reid_net import ReidNet
 
 H, W = 64, 32  # resnet18, stride 1 → a 4×2 last feature map
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These networks are tiny: one intra-op thread avoids oversubscribing a shared machine (several times faster)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _images(n: int = 4, h: int = H) -> torch.Tensor:
@@ -320,14 +330,15 @@ def test_part_net_without_parts_keeps_reid_net_keys():
 # ONNX
 
 
-@pytest.mark.slow
 def test_pcb_eval_forward_exports_to_onnx(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     net = _pcb(n_parts=3, feature_dim=24, global_dim=8, feature_mask=True, feature_erasing_ratio=0.25,
                spectral_trans=0.5).eval()
     path = tmp_path / "pcb.onnx"
-    torch.onnx.export(net, (_images(2),), str(path), input_names=["images"], output_names=["descriptor"],
-                      dynamic_axes={"images": {0: "batch"}}, dynamo=False)
+    with warnings.catch_warnings():  # the TorchScript exporter's deprecation and tracer notes
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (_images(2),), str(path), input_names=["images"], output_names=["descriptor"],
+                          dynamic_axes={"images": {0: "batch"}}, dynamo=False)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     x = _images(3)
     got = session.run(None, {"images": x.numpy()})[0]
