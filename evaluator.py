@@ -14,7 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
-from engine.errors import UserError
+from engine.errors import UserError, run_command
 
 
 def evaluation_overrides(ep) -> dict:
@@ -152,10 +152,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    sys.exit(run_command(main))

@@ -15,7 +15,7 @@ Rows (cumulative, as the issue asks):
 * ``distilled``  the ``triplet`` student taught by ``teacher``'s final checkpoint (logit KD + similarity feature KD),
                  same budget as ``triplet`` (the student trained alone)
 
-    python -m bench.ablation [--work DIR] [--seeds 0 1] [--epochs 12] [--rows baseline,triplet,...]
+    python -m bench.ablation [--work DIR] [--seeds 0 1] [--epochs 10] [--rows baseline,triplet,...]
 
 Finished runs are reused when their params are unchanged (re-running the script continues an interrupted ablation).
 Prints a table and, last, one JSON line with every row's rank-1 / mAP / mINP (mean over seeds, and per seed).
@@ -150,12 +150,12 @@ def main(argv=None) -> int:
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {','.join(ROWS)}")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds (same for every row)")
     parser.add_argument("--data_seed", type=int, default=0)
-    parser.add_argument("--train_ids", type=int, default=48)
+    parser.add_argument("--train_ids", type=int, default=40)
     parser.add_argument("--test_ids", type=int, default=40)
     parser.add_argument("--images_per_id", type=int, default=10)
     parser.add_argument("--img_h", type=int, default=64)
     parser.add_argument("--img_w", type=int, default=32)
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--P", type=int, default=8)
     parser.add_argument("--K", type=int, default=4)
     parser.add_argument("--lr", type=float, default=0.05)

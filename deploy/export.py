@@ -34,7 +34,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import os
 import sys
 import tempfile
 import time
@@ -45,7 +44,8 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from engine.errors import UserError
+from engine.errors import UserError, run_command
+from engine.run_dir import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -235,18 +235,11 @@ def _set_metadata(model, props: dict[str, str]) -> None:
 
 def _save_atomic(model, out_path: Path) -> None:
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "wb") as handle:
-            handle.write(model.SerializeToString())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, out_path)
+        write_atomic(out_path, lambda handle: handle.write(model.SerializeToString()))
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise ExportError(f"{out_path}: cannot write the ONNX file ({err.strerror or err})") from None
     except ValueError as err:  # protobuf refuses messages > 2 GiB
-        tmp.unlink(missing_ok=True)
         raise ExportError(f"{out_path}: the model is too large for a single ONNX file ({err})") from None
 
 
@@ -674,11 +667,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def run_cli(argv: Optional[Sequence[str]] = None) -> int:
     """`main` with the command-line convention: a UserError prints one ``error: …`` line (no traceback), exit 2."""
-    try:
-        return main(argv)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_command(lambda: main(argv))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ and a file carrying any other object (a pickle payload) is refused. Layout (``FO
 
 from __future__ import annotations
 
-import os
 import pickle
 import re
 import zipfile
@@ -20,7 +19,7 @@ from typing import Any
 import torch
 
 from engine.errors import UserError
-from engine.run_dir import remove_stale_temps, temp_name
+from engine.run_dir import write_atomic
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "task", "params", "num_classes", "model")
@@ -32,32 +31,11 @@ class CheckpointError(UserError):
 
 def save_atomic(obj: Any, path: str | Path) -> None:
     """Write `obj` to `path` so that a crash or a full disk at any moment leaves the previous file intact."""
-    path = Path(path)
-    tmp = temp_name(path)
     try:
-        with open(tmp, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        write_atomic(Path(path), lambda handle: torch.save(obj, handle))
     except OSError as err:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
         raise CheckpointError(f"{path}: cannot write checkpoint ({err.strerror or err}); the previous file, if any, "
                               "is intact") from None
-    # A process killed mid-write (kill -9) leaves its temporary file behind; the next successful save removes it.
-    remove_stale_temps(path)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def load_file(path: str | Path) -> Any:

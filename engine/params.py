@@ -643,14 +643,29 @@ def json_schema(model: type[BaseModel] = TrainParams) -> dict:
 
 
 def _type_text(field) -> str:
-    text = str(field.annotation).replace("typing.", "").replace("Annotated[", "").replace("NoneType", "null")
-    for noise in ("<class '", "'>"):
-        text = text.replace(noise, "")
-    import re
+    return _annotation_text(field.annotation).replace("|", "\\|")
 
-    text = re.sub(r", FieldInfo\([^)]*\)\]", "", text)
-    text = re.sub(r"\b\w+\.(\w+Params)\b", r"\1", text)
-    return text.replace("|", "\\|")
+
+def _annotation_text(annotation: Any) -> str:
+    """A reader's name for a field type: constraints dropped (the meaning column states them), unions spelt out."""
+    import types
+    import typing
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Annotated:
+        return _annotation_text(args[0])
+    if origin in (Union, types.UnionType):
+        return " or ".join(_annotation_text(a) for a in args)
+    if origin is Literal:
+        values = ", ".join(json.dumps(a) for a in args)
+        return values if len(args) == 1 else f"one of {values}"
+    if origin is not None:
+        return f"{getattr(origin, '__name__', str(origin))}[{', '.join(_annotation_text(a) for a in args)}]"
+    if annotation is type(None):
+        return "null"
+    if annotation is Any:
+        return "any"
+    return getattr(annotation, "__name__", str(annotation))
 
 
 def markdown_reference(model: type[BaseModel], prefix: str = "") -> list[str]:

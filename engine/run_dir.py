@@ -12,7 +12,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import IO, Any, Callable, Optional
 
 from engine.errors import UserError
 
@@ -117,24 +117,45 @@ def remove_stale_temps(path: Path) -> None:
                 pass
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Replace `path` with `text` so that a crash or a full disk at any moment leaves the old or the new content."""
+def write_atomic(path: Path, write: Callable[[IO], Any], binary: bool = True) -> None:
+    """Replace `path` with what ``write(handle)`` writes: into a temporary file beside it, fsynced, then renamed over
+    it, so that a crash or a full disk at any moment leaves the old or the new content. Whatever goes wrong
+    (an OSError, or an exception of `write`) propagates after the temporary file is removed."""
     path = Path(path)
     tmp = temp_name(path)
     try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with open(tmp, "wb") if binary else open(tmp, "w", encoding="utf-8") as handle:
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except OSError as err:
+        fsync_dir(path.parent)
+    except BaseException:
         try:
             tmp.unlink(missing_ok=True)
         except OSError:
             pass
+        raise
+    # A process killed mid-write (kill -9) leaves its temporary file behind; the next successful write removes it.
+    remove_stale_temps(path)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename in `directory` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Replace `path` with `text` atomically (see :func:`write_atomic`); a failure is a RunDirError naming the file."""
+    try:
+        write_atomic(Path(path), lambda handle: handle.write(text), binary=False)
+    except OSError as err:
         raise RunDirError(f"{path}: cannot write ({err.strerror or err}); the previous content, if any, is "
                           "intact") from None
-    remove_stale_temps(path)
 
 
 def pid_alive(pid: Optional[int]) -> bool:

@@ -97,6 +97,16 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = False
 
 
+def may_leave_parameters_unused(params: TrainParams) -> bool:
+    """Whether some step can leave trainable parameters out of the loss, which DistributedDataParallel must be told
+    (it otherwise waits for their gradients and fails on the next step): heads dropped at random, a spectral head
+    gated off until the batch accuracy is reached, or classifiers with no classification loss and no logit
+    distillation to train them."""
+    m, kd = params.model_params, params.distillation_params
+    classifiers_idle = params.tri_loss_params.lambda_cls == 0 and not (kd.enabled and kd.logit_weight > 0)
+    return m.random_drop_branchs > 0 or (m.spectral_trans > 0 and m.spectral_start_accuracy > 0) or classifiers_idle
+
+
 class Trainer:
     """`dist`: this process's place in a distributed run (joined already); None = one process on
     :func:`resolve_device`. ``self.model`` is always the unwrapped model (checkpoints, evaluation); ``self.net`` is
@@ -125,8 +135,7 @@ class Trainer:
         self.lr_scale = scaled_lr(1.0, params.lr_scaling, self.dist.world_size)
         self.optimizer = build_optimizer(self.model, params.optimizer, params.lr.base_lr * self.lr_scale,
                                          params.lr.fc_lr * self.lr_scale, params.weight_decay)
-        self.net = wrap_model(self.model, self.dist,
-                              find_unused_parameters=params.model_params.random_drop_branchs > 0)
+        self.net = wrap_model(self.model, self.dist, find_unused_parameters=may_leave_parameters_unused(params))
         if params.compile:
             self.net = torch.compile(self.net)
         self.scaler = torch.amp.GradScaler("cuda") if params.amp == "fp16" else None

@@ -191,6 +191,20 @@ def test_lr_scaling_rule_and_step_remap():
     assert D.remap_step(5, 5, 5) == 5
 
 
+@pytest.mark.parametrize("overrides, unused", [
+    ({}, False),
+    ({"tri_loss_params": {"lambda_cls": 0.0}}, True),  # the classifier gets no gradient
+    ({"model_params": {"pcb_n_parts": 2, "feature_dim": 32, "random_drop_branchs": 1}}, True),
+    ({"model_params": {"spectral_trans": 0.3}}, False),  # the spectral head is in every step's loss
+    ({"model_params": {"spectral_trans": 0.3, "spectral_start_accuracy": 0.9}}, True),
+])
+def test_ddp_is_told_when_a_step_can_leave_parameters_unused(tmp_path, overrides, unused):
+    from engine.trainer import may_leave_parameters_unused
+
+    params = parse_params(tiny_params(tmp_path, tmp_path / "runs", **overrides))
+    assert may_leave_parameters_unused(params) is unused
+
+
 def test_single_process_context_is_a_no_op():
     ctx = D.DistContext.single(torch.device("cpu"))
     assert ctx.any(True) and not ctx.any(False)
@@ -348,6 +362,20 @@ def test_two_process_ddp_equals_one_process_on_the_global_batch_then_resumes_in_
     assert (final["epoch"], final["world_size"]) == (2, 1)
     assert final["global_step"] == ckpt_two["global_step"] + final["steps_per_epoch"]
     assert run_two.read_state().state == "finished"
+
+
+@pytest.mark.slow
+def test_two_process_triplet_only_training_with_idle_classifiers(tiny_market, tmp_path):
+    """lambda_cls 0 leaves the classifier without gradients: DDP must be told, or its second step fails."""
+    params = tiny_params(tiny_market, tmp_path / "runs", epochs=1, evaluation_params={"type": None},
+                         tri_loss_params={"lambda_cls": 0.0})
+    config = write_params(tmp_path / "params.json", params)
+    result = train_cli("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", TRAIN,
+                       "--operation", "train", "--config_path", str(config), "--sub_working_dir", "tri")
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = RunDir(tmp_path / "runs" / "tri")
+    assert run.read_state().state == "finished"
+    assert load_checkpoint(run.latest)["global_step"] >= 2
 
 
 def wait_for(condition, timeout_s, what):
