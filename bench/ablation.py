@@ -15,10 +15,12 @@ Rows (cumulative, as the issue asks):
 * ``distilled``  the ``triplet`` student taught by ``teacher``'s final checkpoint (logit KD + similarity feature KD),
                  same budget as ``triplet`` (the student trained alone)
 
-    python -m bench.ablation [--work DIR] [--seeds 0 1] [--epochs 10] [--rows baseline,triplet,...]
+    python -m bench.ablation [--work DIR] [--seeds 0 1 2 3 4] [--epochs 10] [--rows baseline,triplet,...]
 
 Finished runs are reused when their params are unchanged (re-running the script continues an interrupted ablation).
-Prints a table and, last, one JSON line with every row's rank-1 / mAP / mINP (mean over seeds, and per seed).
+Prints a table and, last, one JSON line with every row's rank-1 / mAP / mINP (mean over seeds, and per seed) and its
+seed-by-seed comparison with the row it builds on (``REFERENCE``): the mean difference and on how many seeds it
+was higher.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 METRICS = ("rank1", "mAP", "mINP")
 ROWS = ("baseline", "triplet", "pcb", "spectral", "bigger", "teacher", "distilled")
+# the row each one is compared with, seed by seed (what it adds to, or what it is trained against)
+REFERENCE = {"triplet": "baseline", "pcb": "triplet", "spectral": "pcb", "bigger": "triplet", "teacher": "triplet",
+             "distilled": "triplet"}
 
 
 def merge(base: dict, overrides: dict) -> dict:
@@ -144,11 +149,24 @@ def summarise(per_seed: list[dict]) -> dict:
     return out
 
 
+def paired_comparison(entry: dict, reference: dict) -> dict:
+    """Per-metric mean difference to the reference row over the seeds both ran, and on how many seeds it was higher."""
+    ref_by_seed = {r["seed"]: r for r in reference["per_seed"]}
+    pairs = [(r, ref_by_seed[r["seed"]]) for r in entry["per_seed"] if r["seed"] in ref_by_seed]
+    if not pairs:
+        return {}
+    out = {"seeds": len(pairs)}
+    for m in METRICS:
+        out[f"delta_{m}"] = statistics.fmean(a[m] - b[m] for a, b in pairs)
+        out[f"higher_{m}"] = sum(a[m] > b[m] for a, b in pairs)
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default=str(ROOT / "runs" / "ablation"), help="data, params and runs go here")
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {','.join(ROWS)}")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds (same for every row)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="training seeds (same for every row)")
     parser.add_argument("--data_seed", type=int, default=0)
     parser.add_argument("--train_ids", type=int, default=40)
     parser.add_argument("--test_ids", type=int, default=40)
@@ -218,13 +236,22 @@ def main(argv=None) -> int:
             entry["error"] = error.splitlines()[0]
         results[row] = entry
 
-    print(f"{'row':<11}" + "".join(f"{m:>10}" for m in METRICS) + "   per seed (rank1 / mAP / mINP)")
+    for row, entry in results.items():
+        reference = results.get(REFERENCE.get(row, ""))
+        if "error" not in entry and reference and "error" not in reference:
+            entry["vs"] = {"row": REFERENCE[row], **paired_comparison(entry, reference)}
+
+    print(f"{'row':<11}" + "".join(f"{m:>10}" for m in METRICS) + "   vs row: mean Δ (seeds higher)"
+          + "   per seed (rank1 / mAP / mINP)")
     for row, entry in results.items():
         if "error" in entry:
             print(f"{row:<11}  error: {entry['error']}")
             continue
+        vs = entry.get("vs")
+        versus = (f"{vs['row']}: " + " ".join(f"{vs[f'delta_{m}']:+.3f}({vs[f'higher_{m}']}/{vs['seeds']})"
+                                                 for m in METRICS)) if vs and "seeds" in vs else "-"
         seeds = "  ".join(f"s{r['seed']}: {r['rank1']:.3f}/{r['mAP']:.3f}/{r['mINP']:.3f}" for r in entry["per_seed"])
-        print(f"{row:<11}" + "".join(f"{entry[m]:>10.4f}" for m in METRICS) + f"   {seeds}")
+        print(f"{row:<11}" + "".join(f"{entry[m]:>10.4f}" for m in METRICS) + f"   {versus}   {seeds}")
     budget = {k: getattr(args, k) for k in (
         "train_ids", "test_ids", "images_per_id", "img_h", "img_w", "epochs", "P", "K", "lr", "feature_dim",
         "pcb_parts", "global_dim", "spectral_t", "bigger_model", "teacher_model", "teacher_epochs_factor",
