@@ -166,7 +166,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default=str(ROOT / "runs" / "ablation"), help="data, params and runs go here")
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {','.join(ROWS)}")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="training seeds (same for every row)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4],
+                        help="training seeds (same for every row)")
     parser.add_argument("--data_seed", type=int, default=0)
     parser.add_argument("--train_ids", type=int, default=40)
     parser.add_argument("--test_ids", type=int, default=40)
