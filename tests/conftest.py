@@ -4,6 +4,7 @@ import copy
 import json
 import logging
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -69,3 +70,25 @@ def restore_process_state():
     for sig, handler in signals.items():
         signal.signal(sig, handler)
     torch.use_deterministic_algorithms(deterministic)
+
+
+def wait_for(condition, timeout_s: float, what: str, interval: float = 0.3):
+    """Poll `condition` until it returns something true, and return that; fail the test after `timeout_s` seconds (a
+    hang must not hang the suite)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """For modules of tiny networks: one intra-op thread avoids oversubscribing a shared machine (several times
+    faster)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

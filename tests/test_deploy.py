@@ -29,13 +29,7 @@ H, W, DIM, CLASSES = 64, 32, 32, 5
 TOL = 1e-4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    """One intra-op thread: on a machine shared with other jobs a spinning thread pool is 10–50× slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_train_params(task: str, batches_dir: str = "unused", **model_params) -> dict:

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import tiny_params, write_params
+from conftest import tiny_params, wait_for, write_params
 from engine import distributed as D
 from engine.checkpoint import load_checkpoint
 from engine.errors import UserError
@@ -376,15 +376,6 @@ def test_two_process_triplet_only_training_with_idle_classifiers(tiny_market, tm
     run = RunDir(tmp_path / "runs" / "tri")
     assert run.read_state().state == "finished"
     assert load_checkpoint(run.latest)["global_step"] >= 2
-
-
-def wait_for(condition, timeout_s, what):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
 def start_workers(config: Path, name: str, world: int = 2, **extra_env):

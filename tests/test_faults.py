@@ -26,7 +26,7 @@ import pytest
 import torch
 
 import train
-from conftest import tiny_params, write_params
+from conftest import tiny_params, wait_for, write_params
 from engine import checkpoint as ckpt_module
 from engine.checkpoint import load_checkpoint
 from engine.errors import UserError
@@ -68,14 +68,6 @@ def train_args(config: Path, run: str, *extra: str) -> list[str]:
     return ["--operation", "train", "--config_path", str(config), "--sub_working_dir", run, *extra]
 
 
-def wait_for(condition, timeout_s: float, what: str, interval: float = 0.05):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
 def weights(path: Path) -> dict:

@@ -21,13 +21,7 @@ from networks.reid_net import ReidNet
 H, W = 64, 32  # resnet18, stride 1 → a 4×2 last feature map
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These networks are tiny: one intra-op thread avoids oversubscribing a shared machine (several times faster)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _images(n: int = 4, h: int = H) -> torch.Tensor:

@@ -29,13 +29,7 @@ LABELS8 = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
 CLASS_NAMES = ("a", "b", "c", "d")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These networks are tiny: one intra-op thread avoids oversubscribing a shared machine (several times faster)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _images(n: int = 8, seed: int = 0) -> torch.Tensor:

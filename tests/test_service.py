@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import tiny_params, write_params
+from conftest import tiny_params, wait_for, write_params
 from engine.checkpoint import load_checkpoint
 from engine.run_dir import RunDir, pid_alive
 
@@ -18,15 +18,6 @@ TRAIN = str(ROOT / "train.py")
 
 def train_cli(*args, timeout=300):
     return subprocess.run([sys.executable, TRAIN, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-
-
-def wait_for(condition, timeout_s, what):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
 def test_start_status_stop_resume(tiny_market, tmp_path):
