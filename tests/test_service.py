@@ -113,3 +113,14 @@ def test_resume_with_changed_model_is_refused(tiny_market, tmp_path):
                         "--resume", "7")
     assert missing.returncode == 2 and "epoch_007.pth does not exist" in missing.stderr
     assert json.loads((tmp_path / "runs" / "r" / "run_state.json").read_text())["state"] == "finished"
+
+
+def test_readme_lists_exactly_the_keys_a_resumed_run_may_change():
+    import re
+
+    from engine.service import RESUMABLE_CHANGES
+
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("A resumed run may change")
+    passage = readme[start:readme.index("anything else is refused", start)]
+    assert set(re.findall(r"`(\w+)`", passage)) == RESUMABLE_CHANGES
