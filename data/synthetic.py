@@ -37,6 +37,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -238,8 +239,23 @@ def _run_jobs(fn: Callable, jobs: list, workers: int | None) -> list:
         return [fn(j) for j in jobs]
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    with ctx.Pool(workers) as pool:
-        return pool.map(fn, jobs, chunksize=max(1, len(jobs) // (workers * 8)))
+    pool = ctx.Pool(workers, initializer=_default_signal_handlers)
+    try:
+        results = pool.map(fn, jobs, chunksize=max(1, len(jobs) // (workers * 8)))
+    except BaseException:
+        pool.terminate()
+        raise
+    # close + join lets the workers finish and exit; terminate() (what `with Pool` does) kills them with SIGTERM
+    pool.close()
+    pool.join()
+    return results
+
+
+def _default_signal_handlers() -> None:
+    """Pool workers forked from a process with a Python SIGTERM handler (a training run's graceful stop) inherit
+    it, so Pool.terminate() could not end them and would wait forever: give them the default dispositions back."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which terminates the pool
 
 
 # --------------------------------------------------------------------------- #

@@ -62,10 +62,18 @@ class StopRequest:
     def __init__(self, run_dir: RunDir):
         self.run_dir = run_dir
         self.signalled = False
+        self.previous_handlers: dict = {}
 
     def install(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._handle)
+            self.previous_handlers[sig] = signal.signal(sig, self._handle)
+
+    def uninstall(self) -> None:
+        """Give the process its handlers back, so that a caller of Trainer.run (a notebook, a test) is not left with
+        signals that only set a flag."""
+        for sig, handler in self.previous_handlers.items():
+            signal.signal(sig, handler)
+        self.previous_handlers.clear()
 
     def _handle(self, signum, frame) -> None:
         self.signalled = True
@@ -323,7 +331,6 @@ class Trainer:
         params, p, loader = self.params, self.progress, self.parts.loader
         main = self.dist.is_main
         self.writer = SummaryWriter(str(self.run_dir.path), flush_secs=10) if main else None
-        self.stop.install()
         autocast = autocast_context(params, self.device)
         steps = loader.steps_per_epoch
         eval_epoch = params.evaluation_params.epoch
@@ -332,6 +339,7 @@ class Trainer:
             self.run_dir.update_state(state="running", epochs=params.epochs, epoch=p.epoch,
                                       global_step=p.global_step)
         self.net.train()
+        self.stop.install()
         try:
             while p.epoch < params.epochs:
                 window_start, window_images = time.perf_counter(), 0
@@ -373,6 +381,7 @@ class Trainer:
             self.dist.wait_for_main()
             return "finished"
         finally:
+            self.stop.uninstall()
             if self.writer is not None:
                 self.writer.close()
 

@@ -1,6 +1,7 @@
 """The training engine on tiny synthetic data: learning, TensorBoard scalars, evaluation hook, exact resume."""
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -71,7 +72,9 @@ def test_foreground_training_logs_evaluates_and_keeps_best(tiny_market, tmp_path
 def test_resume_between_epochs_is_exact(tiny_market, tmp_path):
     base = tiny_params(tiny_market, tmp_path, deterministic=True, evaluation_params={"type": None})
     straight = make_trainer(base, tmp_path / "straight")
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     assert straight.run() == "finished"
+    assert {sig: signal.getsignal(sig) for sig in handlers} == handlers  # the run gives the process its handlers back
 
     first = make_trainer({**base, "epochs": 1}, tmp_path / "split")
     first.run()
@@ -91,7 +94,9 @@ def test_stop_mid_epoch_then_resume_is_exact(tiny_market, tmp_path, monkeypatch)
     stopped = make_trainer(base, tmp_path / "stopped")
     steps = stopped.parts.loader.steps_per_epoch
     monkeypatch.setattr(stopped.stop, "requested", lambda: stopped.progress.global_step == steps + 2)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     assert stopped.run() == "stopped"
+    assert {sig: signal.getsignal(sig) for sig in handlers} == handlers
     assert RunDir(tmp_path / "stopped").read_state().state == "stopped"
     ckpt = load_checkpoint(tmp_path / "stopped" / "latest.pth")
     assert (ckpt["epoch"], ckpt["step"], ckpt["global_step"]) == (1, 2, steps + 2)

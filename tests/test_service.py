@@ -52,13 +52,15 @@ def test_start_status_stop_resume(tiny_market, tmp_path):
     assert "stopped" in next(l for l in status.stdout.splitlines() if l.startswith("bg "))
     assert "Traceback" not in run.log.read_text()
 
-    # A resumed run may change its length: finish at the end of the epoch it was stopped in.
-    resume_params = write_params(tmp_path / "resume.json", {**params, "epochs": ckpt["epoch"] + 1})
+    # A resumed run may change its length: finish the epoch it was stopped in and one more. (The stop may land on
+    # the last step of an epoch, leaving nothing of that epoch to train.)
+    resume_params = write_params(tmp_path / "resume.json", {**params, "epochs": ckpt["epoch"] + 2})
     resumed = train_cli("--operation", "train", "--config_path", str(resume_params), "--sub_working_dir", "bg",
                         "--resume", "latest")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     final = load_checkpoint(run.latest)
-    assert final["epoch"] == ckpt["epoch"] + 1 and final["global_step"] > ckpt["global_step"]
+    assert final["epoch"] == ckpt["epoch"] + 2
+    assert final["global_step"] == ckpt["global_step"] - ckpt["step"] + 2 * final["steps_per_epoch"]
     assert run.read_state().state == "finished"
     assert f"resumed from {run.latest}" in run.log.read_text()
 

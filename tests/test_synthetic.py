@@ -388,3 +388,25 @@ def test_default_demo_difficulty(tmp_path):
     assert raw < 0.35
     assert hist < 0.5
     assert gen_s < 120  # ~10 s on an idle 2-core machine
+
+
+def test_pool_workers_can_be_terminated_when_the_parent_handles_sigterm():
+    """A training process handles SIGTERM itself (graceful stop) and may generate the demo data with a process pool:
+    its forked workers must not inherit that handler, or Pool.terminate() cannot end them and waits forever (this
+    hung the test suite once). The pool ends on success and on a failing job."""
+    code = """
+import signal
+signal.signal(signal.SIGTERM, lambda *a: None)
+from data.synthetic import _run_jobs
+
+def default_sigterm(_):
+    return signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+assert all(_run_jobs(default_sigterm, [0] * 300, 2))
+try:
+    _run_jobs(int, ["1"] * 300 + ["not a number"], 2)
+except ValueError:
+    print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
