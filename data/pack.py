@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 from data.formats import PACK_FORMAT, PACK_VERSION, open_train_set
 from data.readers import MANIFEST_KEY, FolderReader
 from data.records import DataError
-from engine.errors import UserError
+from engine.errors import run_command
 
 _PAGE = 4096
 _MAX_KEY_BYTES = 511  # LMDB's default maximum key size
@@ -118,13 +118,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--task", choices=("reid", "classification"), default="reid",
                         help="how SRC is read (default: reid)")
     args = parser.parse_args(argv)
-    try:
-        summary = pack_dataset(args.src, args.dst, args.task)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_command(lambda: _pack_and_report(args.src, args.dst, args.task))
+
+
+def _pack_and_report(src: str, dst: str, task: str) -> int:
+    summary = pack_dataset(src, dst, task)
     print(f"packed {summary['images']} images ({summary['classes']} "
-          f"{'identities' if args.task == 'reid' else 'classes'}, {summary['bytes'] / 1e6:.1f} MB) from "
+          f"{'identities' if task == 'reid' else 'classes'}, {summary['bytes'] / 1e6:.1f} MB) from "
           f"{summary['source']} into {summary['dst']}")
     return 0
 

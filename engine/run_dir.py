@@ -129,7 +129,7 @@ def write_atomic(path: Path, write: Callable[[IO], Any], binary: bool = True) ->
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-        fsync_dir(path.parent)
+        _fsync_dir(path.parent)
     except BaseException:
         try:
             tmp.unlink(missing_ok=True)
@@ -140,7 +140,7 @@ def write_atomic(path: Path, write: Callable[[IO], Any], binary: bool = True) ->
     remove_stale_temps(path)
 
 
-def fsync_dir(directory: Path) -> None:
+def _fsync_dir(directory: Path) -> None:
     """Make a rename in `directory` durable."""
     fd = os.open(directory, os.O_RDONLY)
     try:
