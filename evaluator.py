@@ -1,6 +1,7 @@
 """Offline evaluation of a checkpoint or an exported ONNX model.
 
     python evaluator.py eval_params.json
+    python evaluator.py --print-schema
 
 A .pth checkpoint rebuilds its model from the params stored inside it; an .onnx model runs in ONNX Runtime with the
 preprocessing recorded in its metadata. Prints a table and writes the metrics as JSON to ``result_log_file``.
@@ -19,10 +20,13 @@ from engine.errors import UserError, run_command
 
 def evaluation_overrides(ep) -> dict:
     """The evaluation_params of a training params file that eval_params.json sets."""
-    return {"spectral_transform": ep.spectral_transform, "spectral_top_k": ep.spectral_top_k,
-            "distance": ep.distance, "flip_test": ep.flip_test, "rerank": ep.rerank, "rerank_k1": ep.rerank_k1,
-            "rerank_k2": ep.rerank_k2, "rerank_lambda": ep.rerank_lambda, "max_rank": ep.max_rank,
-            "batch_size": ep.batch_size, "visualize_queries": 0}
+    overrides = {"spectral_transform": ep.spectral_transform, "spectral_top_k": ep.spectral_top_k,
+                 "distance": ep.distance, "flip_test": ep.flip_test, "rerank": ep.rerank, "rerank_k1": ep.rerank_k1,
+                 "rerank_k2": ep.rerank_k2, "rerank_lambda": ep.rerank_lambda, "max_rank": ep.max_rank,
+                 "visualize_queries": 0}
+    if ep.batch_size is not None:
+        overrides["batch_size"] = ep.batch_size
+    return overrides
 
 
 def resolve_device(gpus):
@@ -36,11 +40,16 @@ def resolve_device(gpus):
 
 
 def model_and_params_from_checkpoint(ep, device):
-    from engine.checkpoint import load_checkpoint, load_weights_strict
+    """The model as the run evaluated it on the fly: fp32 (evaluation never runs under autocast) in the memory format
+    it trained with (channels-last convolutions round differently), so that the numbers are the recorded ones."""
+    import torch
+
+    from engine.checkpoint import load_checkpoint, load_weights_strict, resolve_checkpoint_path
     from engine.params import parse_params
     from networks.factory import build_model
 
-    ckpt = load_checkpoint(ep.model_path)
+    path = resolve_checkpoint_path(ep.model_path)
+    ckpt = load_checkpoint(path)
     stored = dict(ckpt["params"])
     if ep.model_params is not None:
         differing = sorted(k for k, v in ep.model_params.items() if stored["model_params"].get(k) != v)
@@ -57,8 +66,10 @@ def model_and_params_from_checkpoint(ep, device):
     stored["num_preprocess_workers"] = ep.num_preprocess_workers
     params = parse_params(stored, f"{ep.model_path} (stored params)")
     model = build_model(params.task, params.model_params, ckpt["num_classes"], imagenet_pretrain=False)
-    load_weights_strict(model, ckpt["model"], ep.model_path)
+    load_weights_strict(model, ckpt["model"], path)
     model.to(device).eval()
+    if params.channels_last:
+        model.to(memory_format=torch.channels_last)
     return model, params, ckpt
 
 
@@ -67,7 +78,9 @@ def model_and_params_from_onnx(ep, device):
     from engine.params import parse_params
 
     if not ep.data_dir:
-        raise UserError("data_dir: required when model_path is an ONNX model (it carries no training params)")
+        raise UserError(f"data_dir: required when model_path is an ONNX model ({ep.model_path} carries no training "
+                        "params, so it does not know the evaluation data); set \"data_dir\" to the evaluation root, "
+                        "e.g. the Market-1501 root with query/ and bounding_box_test/")
     model = OnnxFeatureModel(ep.model_path, prefer_cuda=device.type == "cuda")
     h, w = model.input_size
     if ep.img_h and (ep.img_h, ep.img_w or w) != (h, w):
@@ -76,7 +89,7 @@ def model_and_params_from_onnx(ep, device):
         "task": model.task, "batches_dir": ep.data_dir, "img_h": h, "img_w": w,
         "data_augmentation": {"imagenet_static": model.imagenet_static},
         "num_preprocess_workers": ep.num_preprocess_workers,
-        "evaluation_params": {**evaluation_overrides(ep), "data_dir": ep.data_dir},
+        "evaluation_params": {"batch_size": 64, **evaluation_overrides(ep), "data_dir": ep.data_dir},
     }, f"{ep.model_path} (ONNX metadata)")
     return model, params
 
@@ -107,8 +120,16 @@ def format_table(metrics: dict[str, float]) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("eval_params", help="the eval_params.json file")
+    parser.add_argument("eval_params", nargs="?", help="the eval_params.json file")
+    parser.add_argument("--print-schema", action="store_true", help="print the JSON Schema of eval_params.json and exit")
     args = parser.parse_args(argv)
+    if args.print_schema:
+        from engine.params import EvalParams, json_schema
+
+        print(json.dumps(json_schema(EvalParams), indent=2))
+        return 0
+    if args.eval_params is None:
+        parser.error("the eval_params.json file is required (or --print-schema)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
 
     from engine.params import load_eval_params

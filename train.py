@@ -47,6 +47,18 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.operation != "train":
+        return _main(args)
+    from engine import early_stop
+
+    handlers = early_stop.listen()  # a stop that arrives while the run is still starting ends it as "stopped"
+    try:
+        return _main(args)
+    finally:
+        early_stop.restore(handlers)
+
+
+def _main(args) -> int:
     if args.print_schema:
         from engine.params import json_schema
 
@@ -65,10 +77,10 @@ def main(argv=None) -> int:
         if not args.config_path or not args.sub_working_dir:
             raise UserError("--operation stop_train needs --config_path and --sub_working_dir")
         working_dir = Path(load_params(args.config_path).working_dir)
-        return service.stop_run(RunDir(working_dir / service.run_name(args.sub_working_dir)))
-    from engine import distributed
+        return service.stop_run(RunDir(working_dir / service.run_name(args.sub_working_dir)), args.config_path)
+    from engine.dist_env import DistEnv, process_count
 
-    env = distributed.DistEnv.from_environ()
+    env = DistEnv.from_environ()
     if env.is_distributed and args.operation == "start_train":
         raise UserError("start_train starts its own processes (--nproc N); run torchrun with --operation train")
     if env.is_distributed and args.nproc is not None and not args.worker:
@@ -82,7 +94,7 @@ def main(argv=None) -> int:
     show_progress = sys.stderr.isatty() and not args.attach
     if env.is_distributed:
         return service.train_foreground(launch, show_progress=show_progress, console=not args.attach, env=env)
-    nproc = distributed.process_count(launch.params.parallels, args.nproc)
+    nproc = process_count(launch.params.parallels, args.nproc)
     if args.operation == "start_train":
         return service.start_detached(launch, nproc)
     if nproc > 1:

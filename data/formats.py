@@ -34,9 +34,10 @@ _EXTENSIONS_TEXT = " ".join(IMAGE_EXTENSIONS) + " (case-insensitive)"
 _REID_TRAIN_LAYOUTS = ("a Market-1501 root (containing bounding_box_train/), a flat directory of Market-named images "
                        "(0002_c1s1_000451_03.jpg), one folder per identity (pytorch/train_all style), or an LMDB pack "
                        "made by `python -m data.pack`")
-_REID_EVAL_LAYOUTS = ("a Market-1501 root (containing query/ and bounding_box_test/), or a directory containing query/ "
+REID_EVAL_LAYOUTS = ("a Market-1501 root (containing query/ and bounding_box_test/), or a directory containing query/ "
                       "and gallery/ (each either flat, or one folder per identity)")
 _CLASS_LAYOUTS = "one folder per class (root/<class>/… or root/train/<class>/…)"
+CLASS_EVAL_LAYOUT = "one folder per class (root/<class>/… or root/val/<class>/…)"
 
 # --------------------------------------------------------------------------------------------------------------------
 # File names
@@ -367,18 +368,44 @@ def _open_pack(path: Path, task: str) -> ImageSet:
 # Evaluation sets
 
 
+def check_eval_root(path: str | os.PathLike, key: str, expected: str, is_layout: Callable[[Path], bool]) -> None:
+    """A cheap check, before any training, that `path` (named by params key `key`) holds evaluation data of the
+    `expected` layout (`is_layout` tests a directory); the full reader runs at the first evaluation. An LMDB pack is
+    training data only: the message says where it was packed from, which usually is the evaluation root."""
+    root = Path(path)
+    if not root.exists():
+        raise DataError(f"{key}: {root} does not exist; expected {expected}")
+    if _is_pack(root):
+        source = None
+        try:
+            source = read_pack_manifest(LmdbReader(root)).get("source")
+        except DataError:
+            pass
+        hint = (f" (this pack was made from {source}; if that folder holds the evaluation images, set "
+                f"\"evaluation_params\": {{\"data_dir\": {json.dumps(str(source))}}})") if source else ""
+        raise DataError(f"{key}: {root} is an LMDB pack of training images, which holds no evaluation split; set "
+                        f"evaluation_params.data_dir to {expected}{hint}")
+    if not root.is_dir() or not is_layout(root):
+        found = "a regular file" if not root.is_dir() else _describe_contents(root)
+        raise DataError(f"{key}: {root} is not {expected}; found {found}")
+
+
+def is_reid_eval_root(root: Path) -> bool:
+    return (root / "query").is_dir() and ((root / "bounding_box_test").is_dir() or (root / "gallery").is_dir())
+
+
 def open_reid_eval(path: str | os.PathLike) -> tuple[ImageSet, ImageSet]:
     """(query, gallery) with pid/camid from the names (junk and distractors kept) and label -1."""
     root = _check_path(path, "evaluation data")
     if not root.is_dir():
-        raise DataError(f"{root}: not a known re-ID evaluation layout; expected {_REID_EVAL_LAYOUTS}; found a "
+        raise DataError(f"{root}: not a known re-ID evaluation layout; expected {REID_EVAL_LAYOUTS}; found a "
                         f"regular file")
     if (root / "query").is_dir() and (root / "bounding_box_test").is_dir():
         gallery, kind = "bounding_box_test", "Market-1501 root"
     elif (root / "query").is_dir() and (root / "gallery").is_dir():
         gallery, kind = "gallery", "query/gallery root"
     else:
-        raise DataError(f"{root}: not a known re-ID evaluation layout; expected {_REID_EVAL_LAYOUTS}; found "
+        raise DataError(f"{root}: not a known re-ID evaluation layout; expected {REID_EVAL_LAYOUTS}; found "
                         f"{_describe_contents(root)}")
     reader = FolderReader(root)
     return _eval_split(root, "query", kind, reader), _eval_split(root, gallery, kind, reader)
@@ -410,7 +437,7 @@ def _eval_split(root: Path, sub: str, kind: str, reader: FolderReader) -> ImageS
     else:
         n_dirs = len(_subdirs(directory))
         where = f"{directory} (and its {n_dirs} sub-folder(s), recursively)" if n_dirs else str(directory)
-        raise _no_images(where, others, _REID_EVAL_LAYOUTS)
+        raise _no_images(where, others, REID_EVAL_LAYOUTS)
     records = tuple(sorted(records, key=lambda r: r.key))
     n_ids = len({r.pid for r in records})
     desc = f"{sub} of {kind} {root} ({layout}, {naming.name} names): {len(records)} images, {n_ids} identities"
@@ -421,12 +448,12 @@ def open_classification_eval(path: str | os.PathLike, class_names: Sequence[str]
     """Validation images in class folders, labelled by the position of their folder name in the TRAINING classes."""
     root = _check_path(path, "evaluation data")
     if not root.is_dir():
-        raise DataError(f"{root}: not a known classification evaluation layout; expected one folder per class "
-                        f"(root/<class>/… or root/val/<class>/…); found a regular file")
+        raise DataError(f"{root}: not a known classification evaluation layout; expected {CLASS_EVAL_LAYOUT}; found "
+                        "a regular file")
     base, prefix = (root / "val", "val") if (root / "val").is_dir() else (root, "")
     index = {name: i for i, name in enumerate(class_names)}
     class_dirs = _subdirs(base)
-    expected = "one folder per class (root/<class>/… or root/val/<class>/…)"
+    expected = CLASS_EVAL_LAYOUT
     if not class_dirs:
         raise _no_images(str(base), _scan(base, recursive=False)[1], expected)
     records = []

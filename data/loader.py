@@ -12,6 +12,7 @@ process turns it into a DataError naming the file.
 from __future__ import annotations
 
 import random
+import signal
 from typing import Any, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
@@ -118,6 +119,15 @@ def _checked(batches: Iterator[dict], on_error=None) -> Iterator[dict]:
     raise DataError(message)
 
 
+def ignore_stop_signals(worker_id: int) -> None:
+    """In each loader worker: ignore SIGTERM and SIGINT. Supervisors (`timeout`, systemd, job schedulers, Ctrl-C in a
+    terminal) signal the whole process group; the main process turns the signal into a graceful stop and then ends
+    its workers itself, which it cannot do if they died first. A worker still exits if the main process dies
+    (DataLoader's watchdog) or on SIGKILL."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class TrainLoader:
     """Reproducible training batches: ``for batch in loader.epoch(e, start_step)`` yields dicts with ``images``
     (float B×3×H×W), ``labels``, ``camids`` and ``indices`` (LongTensors)."""
@@ -144,7 +154,7 @@ class TrainLoader:
             self._loader = DataLoader(self._dataset, batch_size=None, sampler=self._items, collate_fn=_identity,
                                       num_workers=workers, persistent_workers=workers > 0,
                                       pin_memory=torch.cuda.is_available(),
-                                      prefetch_factor=2 if workers > 0 else None,
+                                      prefetch_factor=2 if workers > 0 else None, worker_init_fn=ignore_stop_signals,
                                       generator=torch.Generator().manual_seed(self.seed))
         return self._loader
 
@@ -180,7 +190,7 @@ class _EvalLoader:
         self._items = [(None, start // batch_size, tuple(range(start, min(start + batch_size, n))))
                        for start in range(0, n, batch_size)]
         self._loader = DataLoader(_BatchDataset(image_set, transform, None), batch_size=None, sampler=self._items,
-                                  collate_fn=_identity, num_workers=num_workers,
+                                  collate_fn=_identity, num_workers=num_workers, worker_init_fn=ignore_stop_signals,
                                   pin_memory=torch.cuda.is_available(), generator=torch.Generator().manual_seed(0))
 
     def __len__(self) -> int:

@@ -58,6 +58,8 @@ def build_train_transform(aug: DataAugmentationParams, img_h: int, img_w: int) -
         steps.append(v2.Pad([aug.padding_w, aug.padding_h], fill=0, padding_mode="constant"))
     if aug.crop_h > 0 and aug.crop_w > 0:
         steps.append(v2.RandomCrop((aug.crop_h, aug.crop_w)))
+    elif aug.padding_h > 0 or aug.padding_w > 0:  # padding alone: crop back to the size the network is evaluated at
+        steps.append(v2.RandomCrop((img_h, img_w)))
     if aug.mirror:
         steps.append(v2.RandomHorizontalFlip(p=0.5))
     if aug.rotation > 0:

@@ -452,21 +452,9 @@ def _reid_export_module(net):
     return ReidExport(net).eval()
 
 
-def resolve_checkpoint_path(path: str | Path) -> Path:
-    """A checkpoint file, or a run directory (its model_best.pth)."""
-    path = Path(path)
-    if path.is_dir():
-        best = path / "model_best.pth"
-        if not best.is_file():
-            raise ExportError(f"{path}: a run directory without model_best.pth; give the checkpoint file "
-                              "(e.g. latest.pth) explicitly")
-        return best
-    return path
-
-
 def load_model_from_checkpoint(checkpoint_path: str | Path):
     """(model in eval mode on CPU, parsed TrainParams, checkpoint dict) rebuilt from the params stored inside."""
-    from engine.checkpoint import CheckpointError, load_checkpoint, load_weights_strict
+    from engine.checkpoint import CheckpointError, load_checkpoint, load_weights_strict, resolve_checkpoint_path
     from engine.params import parse_params
     from networks.factory import build_model
 
@@ -526,6 +514,7 @@ def export_checkpoint(checkpoint_path: str | Path, out_path: str | Path, opset: 
     import torch
 
     from data.transforms import build_eval_transform, network_input_size, normalization
+    from engine.checkpoint import resolve_checkpoint_path
 
     started = time.monotonic()
     if quantize not in QUANTIZE_CHOICES:

@@ -38,6 +38,19 @@ def save_atomic(obj: Any, path: str | Path) -> None:
                               "is intact") from None
 
 
+def resolve_checkpoint_path(path: str | Path) -> Path:
+    """A checkpoint file, or a run directory, which means its model_best.pth."""
+    path = Path(path)
+    if path.is_dir():
+        best = path / "model_best.pth"
+        if not best.is_file():
+            kept = sorted(p.name for p in path.glob("*.pth"))
+            raise CheckpointError(f"{path}: a run directory without model_best.pth (no evaluation has finished yet); "
+                                  f"give a checkpoint file explicitly" + (f" (there: {', '.join(kept)})" if kept else ""))
+        return best
+    return path
+
+
 def load_file(path: str | Path) -> Any:
     """torch.load with weights_only=True, turning every failure into one readable CheckpointError."""
     path = Path(path)

@@ -46,7 +46,6 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Mapping, Optional, Sequence
 
@@ -54,11 +53,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from engine.dist_env import LAUNCHER_PID_ENV, DistEnv
 from engine.errors import UserError
 
 log = logging.getLogger(__name__)
 
-LAUNCHER_PID_ENV = "REID_LAUNCHER_PID"
 FAULT_ENV = "REID_TEST_FAULT"
 FAULT_EXIT_CODE = 71
 LAUNCHER_GRACE_S = 30.0
@@ -66,51 +65,6 @@ LAUNCHER_GRACE_S = 30.0
 
 # ---------------------------------------------------------------------------------------------------------------------
 # environment and placement
-
-
-def _env_int(environ: Mapping[str, str], name: str, default: int) -> int:
-    raw = environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise UserError(f"environment variable {name}={raw!r} is not an integer (set by torchrun or the "
-                        "launcher)") from None
-
-
-@dataclass(frozen=True)
-class DistEnv:
-    """Where this process sits in the job (torchrun's variables; a single process without them)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    local_world_size: int = 1
-
-    @property
-    def is_distributed(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @classmethod
-    def from_environ(cls, environ: Optional[Mapping[str, str]] = None) -> "DistEnv":
-        environ = os.environ if environ is None else environ
-        world = _env_int(environ, "WORLD_SIZE", 1)
-        rank = _env_int(environ, "RANK", 0)
-        local_rank = _env_int(environ, "LOCAL_RANK", rank if world > 1 else 0)
-        local_world = _env_int(environ, "LOCAL_WORLD_SIZE", world)
-        if world < 1 or not 0 <= rank < world:
-            raise UserError(f"RANK={rank} is not in [0, WORLD_SIZE={world})")
-        if local_world < 1 or not 0 <= local_rank < local_world:
-            raise UserError(f"LOCAL_RANK={local_rank} is not in [0, LOCAL_WORLD_SIZE={local_world})")
-        if world > 1 and ("MASTER_ADDR" not in environ or "MASTER_PORT" not in environ):
-            raise UserError(f"WORLD_SIZE={world} but MASTER_ADDR/MASTER_PORT are not set; start distributed runs "
-                            "with torchrun or with train.py --nproc N")
-        return cls(rank, world, local_rank, local_world)
 
 
 def device_for(parallels: Sequence[int], env: DistEnv, cuda_available: Optional[bool] = None,
@@ -151,22 +105,6 @@ def check_local_devices(parallels: Sequence[int], nproc: int) -> list[torch.devi
 
 def backend_for(device: torch.device) -> str:
     return "nccl" if device.type == "cuda" else "gloo"
-
-
-def process_count(parallels: Sequence[int], nproc: Optional[int]) -> int:
-    """How many worker processes a plain ``python train.py`` run needs: one per CUDA id in ``parallels`` when it
-    lists several, else ``--nproc`` (CPU processes, or 1)."""
-    if nproc is not None and nproc < 1:
-        raise UserError(f"--nproc must be ≥ 1, found {nproc}")
-    if len(parallels) > 1:
-        if nproc is not None and nproc != len(parallels):
-            raise UserError(f"--nproc {nproc} contradicts parallels {list(parallels)} (one process per listed GPU); "
-                            "leave --nproc out")
-        return len(parallels)
-    if parallels and nproc not in (None, 1):
-        raise UserError(f"--nproc {nproc} with parallels {list(parallels)}: one process per GPU; list {nproc} "
-                        "device ids in parallels instead")
-    return nproc or 1
 
 
 def scaled_lr(lr: float, rule: str, world_size: int) -> float:

@@ -32,6 +32,9 @@ class _Section(BaseModel):
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+# A random crop smaller than this share of the resized image trains on parts of the person while evaluation sees the
+# whole person; resize-then-crop recipes (torchreid's Random2DTranslation: 1/1.125 = 89 %) stay above it.
+MIN_CROP_FRACTION = 0.8
 
 RESNET_NAMES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 
@@ -51,9 +54,11 @@ class BatchSamplingParams(_Section):
 class DataAugmentationParams(_Section):
     padding_h: NonNegInt = Field(0, description="Zero padding added above and below before the random crop (pixels).")
     padding_w: NonNegInt = Field(0, description="Zero padding added left and right before the random crop (pixels).")
-    crop_h: NonNegInt = Field(0, description="Random crop height; 0 = no crop. With padding and crop = img size this "
-                              "is the 'pad + random crop' translation augmentation.")
-    crop_w: NonNegInt = Field(0, description="Random crop width; 0 = no crop.")
+    crop_h: NonNegInt = Field(0, description="Random crop height, at least 80 % of img_h (the network sees the crop in "
+                              "training and whole images resized to it in evaluation); 0 = img_h when padding is set "
+                              "(pad + random crop, the translation augmentation), else no crop.")
+    crop_w: NonNegInt = Field(0, description="Random crop width, at least 80 % of img_w; 0 = img_w when padding is set, "
+                              "else no crop.")
     mirror: bool = Field(True, description="Random horizontal flip with probability 0.5.")
     rotation: Annotated[float, Field(ge=0.0, le=180.0)] = Field(
         0.0, description="Random rotation in ±`rotation` degrees; 0 = off.")
@@ -451,6 +456,13 @@ def _check_combinations(p: TrainParams) -> None:
     if crop.crop_h and (crop.crop_h > p.img_h + 2 * crop.padding_h or crop.crop_w > p.img_w + 2 * crop.padding_w):
         raise ValueError(f"data_augmentation crop {crop.crop_h}×{crop.crop_w} is larger than the padded image "
                          f"{p.img_h + 2 * crop.padding_h}×{p.img_w + 2 * crop.padding_w}")
+    if crop.crop_h and (crop.crop_h < MIN_CROP_FRACTION * p.img_h or crop.crop_w < MIN_CROP_FRACTION * p.img_w):
+        raise ValueError(f"data_augmentation crop {crop.crop_h}×{crop.crop_w} is a small piece of the "
+                         f"{p.img_h}×{p.img_w} image (img_h×img_w): the network would train on pieces of each person "
+                         f"and be evaluated on whole people resized to {crop.crop_h}×{crop.crop_w}; a crop covers at "
+                         f"least {MIN_CROP_FRACTION:.0%} of img_h and of img_w. For pad + random crop set crop_h/crop_w "
+                         f"to {p.img_h}/{p.img_w} (or 0: with padding the crop is the image size); to train at another "
+                         "size change img_h/img_w")
 
 
 def _check_methods(p: TrainParams) -> None:
@@ -640,9 +652,24 @@ def params_to_json(params: BaseModel) -> str:
 
 
 def json_schema(model: type[BaseModel] = TrainParams) -> dict:
+    """The JSON Schema of a params file, for editors and validators. The older spellings that the loader accepts
+    (``epoch``, ``colour_jitering``, …) are properties too, so the schema accepts every file the loader accepts."""
     schema = model.model_json_schema(by_alias=False)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    _add_alias_properties(model, schema, schema)
     return schema
+
+
+def _add_alias_properties(model: type[BaseModel], node: dict, root: dict) -> None:
+    properties = node.get("properties", {})
+    for name, field in model.model_fields.items():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices) and name in properties:
+            for other in (str(c) for c in alias.choices if c != name):
+                properties[other] = {**properties[name], "description": f"Accepted spelling of `{name}`."}
+        nested = _section_class(field.annotation)
+        if isinstance(nested, type) and issubclass(nested, BaseModel):
+            _add_alias_properties(nested, root.get("$defs", {}).get(nested.__name__, {}), root)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -711,18 +738,21 @@ def markdown_table(model: type[BaseModel]) -> str:
 
 
 class EvalParams(_Section):
-    model_path: str = Field(description="Checkpoint of this tool (.pth, e.g. RUN/model_best.pth) or an ONNX model "
-                            "exported by `python -m deploy.export` (.onnx). A .pth rebuilds the model from the params "
-                            "stored inside it.")
+    model_path: str = Field(description="Checkpoint of this tool (.pth, e.g. RUN/model_best.pth), a run directory "
+                            "(its model_best.pth) or an ONNX model exported by `python -m deploy.export` (.onnx). A "
+                            ".pth rebuilds the model from the params stored inside it and evaluates it as the run did "
+                            "on the fly (fp32, the run's memory format).")
     benchmark_type: Optional[str] = Field(None, description="Evaluator (as evaluation_params.type); null = "
                                           "market_evaluate for re-ID checkpoints and ONNX models, "
                                           "classification_evaluate for classification checkpoints.")
     data_dir: Optional[str] = Field(None, description="Evaluation data (as evaluation_params.data_dir); null = the "
-                                    "one the checkpoint was trained with. Required for ONNX models.")
+                                    "one the checkpoint was evaluated with. Required for ONNX models, which carry no "
+                                    "training params (e.g. the Market-1501 root with query/ and bounding_box_test/).")
     img_h: Optional[PositiveInt] = Field(None, description="Input height; null = the checkpoint's (or the ONNX "
                                          "metadata's). Must match an ONNX model's fixed input size.")
     img_w: Optional[PositiveInt] = Field(None, description="Input width; null = as img_h.")
-    batch_size: PositiveInt = Field(64, description="Feature-extraction batch size.")
+    batch_size: Optional[PositiveInt] = Field(None, description="Feature-extraction batch size; null = the one the "
+                                              "run evaluated with (64 for ONNX models).")
     gpus: list[NonNegInt] = Field([], description="CUDA device ids (the first is used); [] = CPU.")
     num_preprocess_workers: NonNegInt = Field(2, description="Image-decoding worker processes.")
     feature_path: str = Field("", description="Feature cache (.npz, no pickle): reused when it was computed from the "

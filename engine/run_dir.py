@@ -68,6 +68,22 @@ class RunDir:
         self.write_state(state)
         return state
 
+    def read_eval_results(self) -> list[dict]:
+        """The recorded evaluations, oldest first; a torn last line (kill -9 mid-write) is left out."""
+        try:
+            lines = self.eval_results.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return []
+        except (OSError, UnicodeDecodeError) as err:
+            raise RunDirError(f"{self.eval_results}: cannot read ({err})") from None
+        records = []
+        for line in lines:
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue
+        return [r for r in records if isinstance(r, dict)]
+
     def append_eval_result(self, record: dict) -> None:
         """Append one JSON line. A line left incomplete by a crash (kill -9 mid-write) is dropped first, so the file
         stays one JSON object per line."""

@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,10 +25,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
-from engine import distributed
+from engine import early_stop
+from engine.dist_env import LAUNCHER_PID_ENV, DistEnv, process_count
 from engine.errors import UserError
 from engine.params import TrainParams, load_params, params_to_json
 from engine.run_dir import RunDir, RunState, effective_state, pid_alive, write_text_atomic
+
+# torch is imported only where training or a checkpoint needs it, so that start_train, status and stop_train answer
+# at once (the detached child does the heavy work).
 
 TRAIN_SCRIPT = Path(__file__).resolve().parent.parent / "train.py"
 # Keys that may change when a run is resumed; anything else would make the checkpoint mean something else.
@@ -36,6 +42,17 @@ RESUMABLE_CHANGES = {"epochs", "evaluation_params", "log_every_steps", "num_prep
                      "keep_epoch_checkpoints", "working_dir", "parallels", "channels_last", "compile",
                      "dist_timeout_s", "dist_eval_timeout_s", "cpu_threads",
                      "nonfinite_loss", "nonfinite_max_consecutive_skips"}
+
+
+def train_command(*args: str) -> str:
+    """A train.py command line that runs as printed, from the current directory, with this interpreter."""
+    found = shutil.which("python")
+    python = "python" if found and Path(found).absolute() == Path(sys.executable).absolute() else sys.executable
+    try:
+        script = TRAIN_SCRIPT.relative_to(Path.cwd())
+    except ValueError:
+        script = TRAIN_SCRIPT
+    return shlex.join([python, str(script), *args])
 
 
 def run_name(sub_working_dir: Optional[str]) -> str:
@@ -92,6 +109,7 @@ class Launch:
                  attach: bool = False):
         """`attach`: the run directory was prepared by start_train for this (detached) process."""
         self.resume_path: Optional[Path] = None
+        self.config_path = config_path
         if resume and not sub_working_dir and not (resume == "latest" or resume.isdigit()):
             # --resume PATH alone continues in the checkpoint's own run directory.
             self.run_dir = RunDir(Path(resume).resolve().parent)
@@ -142,23 +160,30 @@ class Launch:
             raise UserError(f"--resume {resume}: run directory {path} already exists and is not empty, and the "
                             "checkpoint is not from it; choose a new --sub_working_dir (nothing there is overwritten)")
 
+    @property
+    def params_hint(self) -> str:
+        """The params file that the printed commands name: the user's, else the run's own copy."""
+        return str(self.config_path or self.run_dir.params)
+
     def _check_inputs(self, attach: bool) -> None:
-        from evaluate import get_evaluator
+        from evaluate import check_evaluator_inputs
 
         p = self.params
         working_dir = self.run_dir.path.parent
         if working_dir.exists() and not working_dir.is_dir():
             raise UserError(f"working_dir: {working_dir} is not a directory; expected a directory that holds the run "
                             "directories (or a path that does not exist yet)")
-        # the machine: CUDA devices asked for exist (one process per listed id), fp16 only on CUDA
-        distributed.check_local_devices(p.parallels, distributed.process_count(p.parallels, None))
-        if p.amp == "fp16" and not p.parallels:
+        if p.parallels:  # the CUDA devices asked for exist (one process per listed id); needs torch
+            from engine.distributed import check_local_devices
+
+            check_local_devices(p.parallels, process_count(p.parallels, None))
+        elif p.amp == "fp16":
             raise UserError("amp: fp16 needs a CUDA device; use \"bf16\" on the CPU")
-        if p.evaluation_params.type:
-            get_evaluator(p.evaluation_params.type)
         if p.synthetic_data is None and not Path(p.batches_dir).exists():
             raise UserError(f"batches_dir: {p.batches_dir} does not exist (expected a Market-1501 root, a folder "
                             "per identity/class, or an LMDB pack)")
+        if p.evaluation_params.type:
+            check_evaluator_inputs(p.evaluation_params.type, p)
         if p.pretrain_snapshot and not Path(p.pretrain_snapshot).is_file():
             raise UserError(f"pretrain_snapshot: {p.pretrain_snapshot} does not exist")
         state = self.run_dir.read_state()
@@ -175,24 +200,38 @@ class Launch:
         self.run_dir.stop_file.unlink(missing_ok=True)
 
 
-def setup_logging(run_dir: RunDir, console: bool, rank: int = 0, world_size: int = 1) -> None:
+class _ProgressBarHandler(logging.StreamHandler):
+    """Console log lines printed through tqdm, above the progress bar instead of across it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # logging must never break training
+            self.handleError(record)
+
+
+def setup_logging(run_dir: RunDir, console: bool, rank: int = 0, world_size: int = 1,
+                  progress_bars: bool = False) -> None:
     """Rank 0 (or a single process) logs INFO to train_log (and the console); the other ranks of a distributed run
     log warnings and errors only, tagged with their rank."""
     handlers: list[logging.Handler] = [logging.FileHandler(run_dir.log, mode="a", encoding="utf-8")]
     if console:
-        handlers.append(logging.StreamHandler(sys.stderr))
+        handlers.append(_ProgressBarHandler(sys.stderr) if progress_bars else logging.StreamHandler(sys.stderr))
     tag = f"[rank {rank}/{world_size}] " if world_size > 1 else ""
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
                         format=f"%(asctime)s %(levelname)s {tag}%(message)s", handlers=handlers, force=True)
 
 
 def train_foreground(launch: Launch, show_progress: bool, console: bool = True,
-                     env: Optional[distributed.DistEnv] = None) -> int:
+                     env: Optional[DistEnv] = None) -> int:
     """Run the training loop in this process: a single process, or one worker of a distributed run (`env`; default:
     from torchrun's environment variables)."""
+    from engine import distributed
     from engine.trainer import Trainer, resolve_device
 
-    env = env or distributed.DistEnv.from_environ()
+    env = env or DistEnv.from_environ()
     run_dir = launch.run_dir
     ctx = None
     if env.is_distributed:
@@ -210,14 +249,19 @@ def train_foreground(launch: Launch, show_progress: bool, console: bool = True,
             ctx.shutdown()
 
 
-def _train(launch: Launch, run_dir: RunDir, env: distributed.DistEnv, ctx, show_progress: bool, console: bool,
+def resume_command(launch: Launch, operation: str = "train") -> str:
+    return train_command("--operation", operation, "--config_path", launch.params_hint, "--sub_working_dir",
+                         launch.run_dir.path.name, "--resume", "latest")
+
+
+def _train(launch: Launch, run_dir: RunDir, env: DistEnv, ctx, show_progress: bool, console: bool,
            trainer_class) -> int:
-    setup_logging(run_dir, console, env.rank, env.world_size)
+    setup_logging(run_dir, console, env.rank, env.world_size, progress_bars=show_progress)
     log = logging.getLogger("train")
     main = env.is_main
     if main:
         # under our launcher the run is the launcher's (status/stop_train reach it); else this process's
-        pid = int(os.environ.get(distributed.LAUNCHER_PID_ENV, os.getpid())) if env.is_distributed else os.getpid()
+        pid = int(os.environ.get(LAUNCHER_PID_ENV, os.getpid())) if env.is_distributed else os.getpid()
         write_text_atomic(run_dir.pid_file, f"{pid}\n")
         run_dir.update_state(state="starting", pid=pid, epochs=launch.params.epochs, message="")
         log.info("run directory %s (pid %d)%s", run_dir.path, pid,
@@ -225,18 +269,28 @@ def _train(launch: Launch, run_dir: RunDir, env: distributed.DistEnv, ctx, show_
         if getattr(launch, "fresh_restart", False):
             log.warning("--resume latest: the run ended before writing its first checkpoint; training it from the "
                         "beginning")
+    previous = early_stop.raise_from_now()
     try:
+        early_stop.raise_if_received()
         trainer = trainer_class(launch.params, run_dir, show_progress=show_progress, dist=ctx)
         if launch.resume_path is not None:
             trainer.restore(launch.resume_path)
         state = trainer.run()
+    except early_stop.StopBeforeTraining as stop:
+        message = f"stopped by {stop} before training started"
+        log.info("%s", message)
+        if main:
+            run_dir.update_state(state="stopped", message=message)
+        return 0
     except UserError as err:
         log.error("%s", err)
         if main:
             run_dir.update_state(state="failed", message=str(err))
         raise
     except BaseException as err:
-        peer = distributed.peer_failure(err, env.rank) if env.is_distributed else None
+        from engine.distributed import peer_failure
+
+        peer = peer_failure(err, env.rank) if env.is_distributed else None
         if peer is not None:  # the traceback of a failed collective says nothing more
             log.error("%s", peer)
             if main:
@@ -246,6 +300,10 @@ def _train(launch: Launch, run_dir: RunDir, env: distributed.DistEnv, ctx, show_
         if main:
             run_dir.update_state(state="failed", message=f"{type(err).__name__}: {err}")
         raise
+    finally:
+        early_stop.restore(previous)
+    if state == "stopped" and main and not os.environ.get(LAUNCHER_PID_ENV):
+        log.info("resume with: %s", resume_command(launch))
     return 0 if state in ("finished", "stopped") else 1
 
 
@@ -266,8 +324,9 @@ def train_launcher(launch: Launch, nproc: int, attached: bool, console: bool = T
             "--worker"] + (["--attach"] if attached else [])
     if launch.resume_path is not None:
         args += ["--resume", str(launch.resume_path)]
-    code, message = distributed.launch_workers(args, nproc, cpu=not launch.params.parallels,
-                                               script=str(TRAIN_SCRIPT))
+    from engine.distributed import launch_workers
+
+    code, message = launch_workers(args, nproc, cpu=not launch.params.parallels, script=str(TRAIN_SCRIPT))
     state = run_dir.read_state()
     if code != 0:
         log.error("distributed run failed: %s", message)
@@ -277,6 +336,8 @@ def train_launcher(launch: Launch, nproc: int, attached: bool, console: bool = T
     if state is not None and state.state in ("starting", "running"):
         run_dir.update_state(state="failed", message="the workers exited without finishing")
         return 1
+    if state is not None and state.state == "stopped":
+        log.info("resume with: %s", resume_command(launch))
     return 0
 
 
@@ -295,32 +356,59 @@ def start_detached(launch: Launch, nproc: int = 1) -> int:
     write_text_atomic(run_dir.pid_file, f"{process.pid}\n")
     run_dir.write_state(RunState(state="starting", pid=process.pid, epochs=launch.params.epochs))
     print(f"started run {run_dir.path} (pid {process.pid})")
-    print(f"  log:          tail -f {run_dir.log}")
-    print(f"  tensorboard:  tensorboard --logdir {run_dir.path}")
-    print(f"  status:       python train.py --operation status --config_path <params.json>")
-    print(f"  stop:         python train.py --operation stop_train --config_path <params.json> "
-          f"--sub_working_dir {run_dir.path.name}")
+    print(f"  log:          tail -f {shlex.quote(str(run_dir.log))}")
+    print(f"  tensorboard:  tensorboard --logdir {shlex.quote(str(run_dir.path))}")
+    print(f"  status:       {train_command('--operation', 'status', '--config_path', launch.params_hint)}")
+    print(f"  stop:         {train_command('--operation', 'stop_train', '--config_path', launch.params_hint, '--sub_working_dir', run_dir.path.name)}")
     return 0
 
 
 def status_table(working_dir: Path) -> str:
-    rows = [("run", "state", "epoch", "step", "best", "pid")]
+    """One row per run: state, epochs done, global step, best metric, pid, and why a run failed or stopped."""
+    rows = [("run", "state", "epoch", "step", "best", "pid", "note")]
     runs = sorted(p for p in working_dir.iterdir() if (p / "run_state.json").is_file()) if working_dir.is_dir() else []
     for path in runs:
-        state = RunDir(path).read_state()
+        run_dir = RunDir(path)
+        state = run_dir.read_state()
         if state is None:
-            rows.append((path.name, "unreadable", "", "", "", ""))
+            rows.append((path.name, "unreadable", "", "", "", "", f"{run_dir.state_file} is not valid JSON"))
             continue
         best = f"{state.best_metric}={state.best_value:.4f}" if state.best_value is not None else "-"
-        rows.append((path.name, effective_state(state), f"{state.epoch}/{state.epochs}", str(state.global_step), best,
-                     str(state.pid or "-")))
+        shown = effective_state(state)
+        rows.append((path.name, shown, f"{state.epoch}/{state.epochs}", str(state.global_step), best,
+                     str(state.pid or "-"), _note(run_dir, state, shown)))
     if len(rows) == 1:
         return f"no runs under {working_dir}"
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
 
 
-def stop_run(run_dir: RunDir, timeout_s: float = 120.0) -> int:
+def _note(run_dir: RunDir, state: RunState, shown: str, width: int = 120) -> str:
+    """Why a run failed or stopped: its recorded message, else (a process that vanished, e.g. kill -9 or out of
+    memory) the last error line of its log."""
+    if shown not in ("failed", "stopped"):
+        return ""
+    note = state.message.strip().splitlines()[-1] if state.message.strip() else ""
+    if not note and shown == "failed":
+        last_error = _last_error_line(run_dir.log)
+        note = (f"process {state.pid} ended without recording why (killed?)"
+                + (f"; last error in train_log: {last_error}" if last_error else "; see train_log"))
+    return note if len(note) <= width else note[:width - 1] + "…"
+
+
+def _last_error_line(log_file: Path) -> str:
+    try:
+        with open(log_file, "rb") as handle:
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - 65536))
+            lines = handle.read().decode("utf-8", errors="replace").splitlines()
+    except OSError:
+        return ""
+    errors = [line for line in lines if " ERROR " in line or line.startswith(("error:", "RuntimeError", "Error"))]
+    return errors[-1].split(" ERROR ", 1)[-1].strip() if errors else ""
+
+
+def stop_run(run_dir: RunDir, config_path: str, timeout_s: float = 120.0) -> int:
+    """Ask a run to stop and wait for it to save; prints the command that continues it."""
     state = run_dir.read_state()
     if state is None:
         raise UserError(f"no run at {run_dir.path} (no run_state.json)")
@@ -333,14 +421,21 @@ def stop_run(run_dir: RunDir, timeout_s: float = 120.0) -> int:
     except ProcessLookupError:
         pass
     deadline = time.monotonic() + timeout_s
+    current = state
     while time.monotonic() < deadline:
         current = run_dir.read_state()
         if current is not None and current.state in ("stopped", "finished", "failed"):
-            print(f"run {run_dir.path.name}: {current.state} ({current.message or 'checkpoint saved'})")
-            return 0 if current.state != "failed" else 1
+            break
         if not pid_alive(state.pid):
+            current = run_dir.read_state()
             break
         time.sleep(0.2)
-    current = run_dir.read_state()
-    print(f"run {run_dir.path.name}: stop requested; state now {effective_state(current) if current else '?'}")
-    return 0 if current is not None and current.state == "stopped" else 1
+    shown = effective_state(current) if current else "?"
+    if current is not None and current.state in ("stopped", "finished", "failed"):
+        print(f"run {run_dir.path.name}: {current.state} ({current.message or 'checkpoint saved'})")
+    else:
+        print(f"run {run_dir.path.name}: stop requested; state now {shown}")
+    if shown == "stopped":
+        print("  resume: " + train_command("--operation", "start_train", "--config_path", config_path,
+                                           "--sub_working_dir", run_dir.path.name, "--resume", "latest"))
+    return 0 if shown in ("stopped", "finished") else 1

@@ -54,6 +54,10 @@ class Progress:
     best_metric: Optional[str] = None
     best_value: Optional[float] = None
     best_epoch: Optional[int] = None
+    # The evaluation owed at the end of the last finished epoch has not run yet: latest.pth is written before that
+    # evaluation (so a kill during it loses no training) and again after it; a run resumed from a checkpoint that
+    # still owes it evaluates first.
+    eval_pending: bool = False
 
 
 class StopRequest:
@@ -152,6 +156,7 @@ class Trainer:
         self.run_eval = get_evaluator(self.evaluator_name) if self.evaluator_name else None
         self.stop = StopRequest(run_dir)
         self.skipped_in_a_row = 0  # consecutive steps skipped for a non-finite loss (nonfinite_loss "skip")
+        self.eval_history: list[dict] = []  # every evaluation of this run (and of the runs it continues)
         self.writer: Optional[SummaryWriter] = None
 
     # ----------------------------------------------------------------------------------------------------------
@@ -171,6 +176,8 @@ class Trainer:
             "step": p.step,
             "global_step": p.global_step,
             "best": {"metric": p.best_metric, "value": p.best_value, "epoch": p.best_epoch},
+            "eval_pending": p.eval_pending,
+            "eval_history": list(self.eval_history),
             "rng_torch": torch.get_rng_state(),
             "world_size": self.dist.world_size,
             "steps_per_epoch": self.parts.loader.steps_per_epoch,
@@ -222,10 +229,45 @@ class Trainer:
                 "size)", path, saved_world, saved_steps, self.dist.world_size, steps, step, int(data["epoch"]))
         self.progress = Progress(epoch=int(data["epoch"]), step=step,
                                  global_step=int(data["global_step"]), best_metric=best.get("metric"),
-                                 best_value=best.get("value"), best_epoch=best.get("epoch"))
+                                 best_value=best.get("value"), best_epoch=best.get("epoch"),
+                                 eval_pending=bool(data.get("eval_pending", False)))
+        self.eval_history = list(data.get("eval_history", []))
         torch.set_rng_state(data["rng_torch"])
-        log.info("resumed from %s at epoch %d step %d (global step %d)", path, self.progress.epoch,
-                 self.progress.step, self.progress.global_step)
+        log.info("resumed from %s after %d epoch(s) and %d step(s) of the next (global step %d)", path,
+                 self.progress.epoch, self.progress.step, self.progress.global_step)
+        if self.dist.is_main:
+            self._reconcile_with_run_dir()
+
+    def _reconcile_with_run_dir(self) -> None:
+        """Make a resumed run agree with what its run directory already holds: never replace a better
+        ``model_best.pth`` (it may come from an evaluation after this checkpoint: a mid-epoch one, or one of the
+        continuation that `--resume N` abandons), adopt an owed evaluation that finished before the process died, and
+        give a new run directory the evaluation history of the run it continues."""
+        p = self.progress
+        kept = self.run_dir.best
+        if kept.is_file():
+            best = (ckpt.load_checkpoint(kept).get("best") or {})
+            if best.get("value") is not None and (p.best_value is None or (best.get("metric") == p.best_metric
+                                                                           and best["value"] > p.best_value)):
+                p.best_metric, p.best_value, p.best_epoch = best.get("metric"), best["value"], best.get("epoch")
+                log.info("%s holds %s=%.6f (epoch %s); only a better model replaces it", kept, p.best_metric,
+                         p.best_value, p.best_epoch)
+        recorded = self.run_dir.read_eval_results()
+        if not recorded and self.eval_history:
+            for record in self.eval_history:
+                self.run_dir.append_eval_result(record)
+            return
+        later = [r for r in recorded if r.get("global_step", -1) > p.global_step]
+        owed = [r for r in recorded if p.eval_pending and r.get("epoch") == p.epoch
+                and r.get("global_step") == p.global_step]
+        if owed:  # the process died after the owed evaluation was recorded, before latest.pth said so
+            self.eval_history.append(owed[-1])
+            p.eval_pending = False
+            log.info("the evaluation owed at epoch %d was recorded before the run ended; not repeated", p.epoch)
+        if later:
+            log.warning("%s holds %d evaluation(s) made after this checkpoint (global step %d) by the continuation "
+                        "this resume replaces; they stay in the file", self.run_dir.eval_results, len(later),
+                        p.global_step)
 
     @property
     def _initial_lr(self) -> dict[str, float]:
@@ -241,7 +283,25 @@ class Trainer:
             return
         if self.dist.is_main:
             self._evaluate()
+        self.progress.eval_pending = False
         self.dist.wait_for_main()
+
+    def end_epoch(self) -> None:
+        """After the last step of an epoch: checkpoint, evaluate when the schedule says so, checkpoint again with the
+        result (the best metric and the history), then keep the snapshot for `--resume N`. A kill during the
+        evaluation resumes from the first checkpoint, which owes it."""
+        p, params = self.progress, self.params
+        p.epoch += 1
+        p.step = 0
+        p.eval_pending = self.run_eval is not None and (p.epoch % params.evaluation_params.epoch == 0
+                                                        or p.epoch == params.epochs)
+        self.save_latest()
+        if self.dist.is_main:
+            self.run_dir.update_state(epoch=p.epoch, global_step=p.global_step)
+        if p.eval_pending:
+            self.evaluate()
+            self.save_latest()
+        self.snapshot_epoch()
 
     def _evaluate(self) -> None:
         p = self.progress
@@ -261,12 +321,15 @@ class Trainer:
         improved = p.best_value is None or value > p.best_value
         log.info("evaluation at epoch %d (global step %d) in %.1fs: %s", p.epoch, p.global_step,
                  time.time() - started, "  ".join(f"{k}={v:.6f}" for k, v in metrics.items()))
+        record = {"epoch": p.epoch, "global_step": p.global_step, "metrics": metrics, "primary": primary,
+                  "best_metric": best_metric, "is_best": improved}
+        self.eval_history.append(record)
         if improved:
             p.best_metric, p.best_value, p.best_epoch = best_metric, value, p.epoch
+            p.eval_pending = False  # the copy in model_best.pth owes nothing
             ckpt.save_atomic(self.checkpoint_dict(), self.run_dir.best)
             log.info("new best %s=%.6f: saved %s", best_metric, value, self.run_dir.best)
-        self.run_dir.append_eval_result({"epoch": p.epoch, "global_step": p.global_step, "metrics": metrics,
-                                         "primary": primary, "best_metric": best_metric, "is_best": improved})
+        self.run_dir.append_eval_result(record)
         self.run_dir.update_state(best_metric=p.best_metric, best_value=p.best_value)
 
     # ----------------------------------------------------------------------------------------------------------
@@ -287,8 +350,7 @@ class Trainer:
         if self.dist.any(local_bad):  # every rank stops (or skips) here, not only the one that saw it
             where = (f"{', '.join(f'{n}={values[n]}' for n in bad) or 'total'}" if local_bad
                      else "on another rank")
-            message = (f"non-finite loss at epoch {self.progress.epoch} step {self.progress.step} (global step "
-                       f"{self.progress.global_step}): {where}")
+            message = (f"non-finite loss at {self.where()}: {where}")
             limit = self.params.nonfinite_max_consecutive_skips
             if self.params.nonfinite_loss == "skip":
                 if self.skipped_in_a_row < limit:
@@ -322,9 +384,14 @@ class Trainer:
         w.add_scalar("train/batch_accuracy", accuracy, p.global_step)
         w.add_scalar("train/images_per_s", images_per_s, p.global_step)
         parts = " ".join(f"loss_{n}={v:.4f}" for n, v in components.items())
-        log.info("epoch %d step %d/%d global %d loss=%.4f %s acc=%.3f lr=%s %.1f img/s", p.epoch, p.step,
-                 self.parts.loader.steps_per_epoch, p.global_step, loss, parts, accuracy,
+        log.info("%s loss=%.4f %s acc=%.3f lr=%s %.1f img/s", self.where(), loss, parts, accuracy,
                  ",".join(f"{g['lr']:.2e}" for g in self.optimizer.param_groups), images_per_s)
+
+    def where(self) -> str:
+        """The step being run, as people count: epochs and steps from 1 (as the progress bar and epoch_NNN.pth)."""
+        p = self.progress
+        return (f"epoch {p.epoch + 1}/{self.params.epochs} step {p.step + 1}/{self.parts.loader.steps_per_epoch} "
+                f"(global step {p.global_step})")
 
     def run(self) -> str:
         """Train until the last epoch or a stop request; returns the final state ('finished' or 'stopped')."""
@@ -333,7 +400,6 @@ class Trainer:
         self.writer = SummaryWriter(str(self.run_dir.path), flush_secs=10) if main else None
         autocast = autocast_context(params, self.device)
         steps = loader.steps_per_epoch
-        eval_epoch = params.evaluation_params.epoch
         eval_step = params.evaluation_params.step
         if main:
             self.run_dir.update_state(state="running", epochs=params.epochs, epoch=p.epoch,
@@ -341,6 +407,11 @@ class Trainer:
         self.net.train()
         self.stop.install()
         try:
+            if p.eval_pending:  # resumed from a checkpoint written before its epoch's evaluation
+                log.info("running the evaluation owed at the end of epoch %d", p.epoch)
+                self.evaluate()
+                self.save_latest()
+                self.snapshot_epoch()
             while p.epoch < params.epochs:
                 window_start, window_images = time.perf_counter(), 0
                 batches = loader.epoch(p.epoch, start_step=p.step)
@@ -365,14 +436,7 @@ class Trainer:
                         self.evaluate()
                     if self.stop_agreed():
                         return self._stop()
-                p.epoch += 1
-                p.step = 0
-                self.save_latest()
-                self.snapshot_epoch()
-                if main:
-                    self.run_dir.update_state(epoch=p.epoch, global_step=p.global_step)
-                if p.epoch % eval_epoch == 0 or p.epoch == params.epochs:
-                    self.evaluate()
+                self.end_epoch()
                 if self.stop_agreed():
                     return self._stop()
             if main:
@@ -391,12 +455,13 @@ class Trainer:
 
     def _stop(self) -> str:
         self.save_latest()
+        p = self.progress
+        message = (f"stopped after step {p.step}/{self.parts.loader.steps_per_epoch} of epoch {p.epoch + 1} "
+                   f"(global step {p.global_step}); {self.run_dir.latest.name} saved")
         if self.dist.is_main:
             self.run_dir.stop_file.unlink(missing_ok=True)
-            self.run_dir.update_state(state="stopped", epoch=self.progress.epoch,
-                                      global_step=self.progress.global_step,
-                                      message=f"stopped at epoch {self.progress.epoch} step {self.progress.step}")
-        log.info("stopped at epoch %d step %d; resume with --resume latest", self.progress.epoch, self.progress.step)
+            self.run_dir.update_state(state="stopped", epoch=p.epoch, global_step=p.global_step, message=message)
+        log.info("%s", message)
         self.dist.wait_for_main()
         return "stopped"
 

@@ -11,6 +11,10 @@ returns a flat dict of float metrics and the name of the primary one (higher is 
 wrapper offline); ``writer`` is the run's TensorBoard writer (None offline). Optional context keywords an evaluator may
 declare: ``feature_path`` and ``model_file`` (offline feature cache), ``class_names`` (classification). Only the
 keywords a ``run_eval`` declares are passed to it.
+
+An evaluator may also define ``check_inputs(params)``: ``start_train`` calls it before anything runs, so missing or
+wrong evaluation data is refused at once rather than at the first evaluation (hours later on real data). Keep the
+module cheap to import (import torch inside functions) so that ``start_train`` returns quickly.
 """
 
 from __future__ import annotations
@@ -46,6 +50,24 @@ class EvaluatorError(UserError):
 def get_evaluator(name: str, key: str = "evaluation_params.type") -> Callable:
     """The ``run_eval`` of evaluator `name`; a UserError lists the available ones when it does not exist. `key`
     names the params key the name came from, for the message."""
+    module = _evaluator_module(name, key)
+    run_eval = getattr(module, "run_eval", None)
+    if not callable(run_eval):
+        raise EvaluatorError(f"{key}: module {module.__name__!r} ({getattr(module, '__file__', '?')}) has no run_eval "
+                             "function")
+    return run_eval
+
+
+def check_evaluator_inputs(name: str, params) -> None:
+    """Run the evaluator's optional ``check_inputs(params)`` hook, which refuses missing or wrong evaluation data
+    before training starts instead of at the first evaluation. Also checks that the evaluator exists."""
+    check = getattr(_evaluator_module(name, "evaluation_params.type"), "check_inputs", None)
+    get_evaluator(name)
+    if callable(check):
+        check(params)
+
+
+def _evaluator_module(name: str, key: str):
     if "." in name:
         module_name = name
         found = importlib.util.find_spec(name.split(".")[0]) is not None
@@ -56,14 +78,9 @@ def get_evaluator(name: str, key: str = "evaluation_params.type") -> Callable:
         raise EvaluatorError(f"{key}: unknown evaluator {name!r}; available: {', '.join(available_evaluators())} "
                              "(or a dotted module path such as mypkg.my_eval)")
     try:
-        module = importlib.import_module(module_name)
+        return importlib.import_module(module_name)
     except ModuleNotFoundError as err:
         raise EvaluatorError(f"{key}: cannot import evaluator module {module_name!r}: {err}") from None
-    run_eval = getattr(module, "run_eval", None)
-    if not callable(run_eval):
-        raise EvaluatorError(f"{key}: module {module_name!r} ({getattr(module, '__file__', '?')}) has no run_eval "
-                             "function")
-    return run_eval
 
 
 def _where(name: str, run_eval: Optional[Callable]) -> str:

@@ -11,14 +11,10 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
 
-from data.formats import open_classification_eval, open_train_set
-from data.loader import build_eval_loader
-from data.transforms import build_eval_transform
+from data.formats import CLASS_EVAL_LAYOUT, check_eval_root, open_classification_eval, open_train_set
 from engine.errors import UserError
 from engine.params import TrainParams
-from evaluate.features import extract_features
 
 log = logging.getLogger(__name__)
 PRIMARY = "top1"
@@ -31,8 +27,28 @@ def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
     return float(np.mean(np.any(order == labels[:, None], axis=1)))
 
 
-def run_eval(params: TrainParams, model: Callable, device: torch.device, writer=None,
+def _has_class_folders(root: Path) -> bool:
+    base = root / "val" if (root / "val").is_dir() else root
+    return any(entry.is_dir() and not entry.name.startswith(".") for entry in base.iterdir())
+
+
+def check_inputs(params: TrainParams) -> None:
+    """Before training: the validation data is a folder per class (data that the run generates itself is checked
+    when it exists)."""
+    ev = params.evaluation_params
+    if ev.data_dir is None and params.synthetic_data is not None:
+        return
+    key = "evaluation_params.data_dir" if ev.data_dir else "evaluation_params.data_dir (not set, so batches_dir)"
+    check_eval_root(ev.data_dir or params.batches_dir, key, CLASS_EVAL_LAYOUT, _has_class_folders)
+
+
+def run_eval(params: TrainParams, model: Callable, device, writer=None,
              global_step: int = 0, class_names=None) -> tuple[dict[str, float], str]:
+    # Imported here so that importing this module (start_train checks its inputs) does not load torch.
+    from data.loader import build_eval_loader
+    from data.transforms import build_eval_transform
+    from evaluate.features import extract_features
+
     data_dir = Path(params.evaluation_params.data_dir or params.batches_dir)
     if class_names is None:
         class_names = open_train_set(params.batches_dir, "classification").class_names

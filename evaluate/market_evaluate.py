@@ -15,15 +15,11 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
-import torch
 
-from data.formats import open_reid_eval
-from data.loader import build_eval_loader
+from data.formats import REID_EVAL_LAYOUTS, check_eval_root, is_reid_eval_root, open_reid_eval
 from data.readers import decode_image
-from data.transforms import build_eval_transform, network_input_size
 from engine.errors import UserError
 from engine.params import TrainParams
-from evaluate.features import extract_features, fingerprint, load_feature_cache, save_feature_cache
 from evaluate.metrics import pairwise_distances, rank_metrics, rank_metrics_from_features, topk_filtered
 from evaluate.postprocess import spectral_refine
 from evaluate.rerank import k_reciprocal_rerank
@@ -38,8 +34,28 @@ def eval_data_dir(params: TrainParams) -> Path:
     return Path(data_dir)
 
 
-def compute_features(params: TrainParams, model: Callable, device: torch.device, query, gallery,
+def eval_data_key(params: TrainParams) -> str:
+    """The params key that names the evaluation data, for messages."""
+    if params.evaluation_params.data_dir:
+        return "evaluation_params.data_dir"
+    return "evaluation_params.data_dir (not set, so batches_dir)"
+
+
+def check_inputs(params: TrainParams) -> None:
+    """Before training: the evaluation data is a re-ID evaluation root (data that the run generates itself, the
+    synthetic demo set, is checked when it exists)."""
+    if params.evaluation_params.data_dir is None and params.synthetic_data is not None:
+        return
+    check_eval_root(eval_data_dir(params), eval_data_key(params), REID_EVAL_LAYOUTS, is_reid_eval_root)
+
+
+def compute_features(params: TrainParams, model: Callable, device, query, gallery,
                      feature_path: Optional[str] = None, model_file: Optional[str] = None):
+    # Imported here so that importing this module (start_train checks its inputs) does not load torch.
+    from data.loader import build_eval_loader
+    from data.transforms import build_eval_transform, network_input_size
+    from evaluate.features import extract_features, fingerprint, load_feature_cache, save_feature_cache
+
     ev = params.evaluation_params
     input_size = network_input_size(params.img_h, params.img_w, params.data_augmentation)
     cache_key = None
@@ -60,7 +76,7 @@ def compute_features(params: TrainParams, model: Callable, device: torch.device,
     return q, g
 
 
-def run_eval(params: TrainParams, model: Callable, device: torch.device, writer=None, global_step: int = 0,
+def run_eval(params: TrainParams, model: Callable, device, writer=None, global_step: int = 0,
              feature_path: Optional[str] = None, model_file: Optional[str] = None) -> tuple[dict[str, float], str]:
     ev = params.evaluation_params
     query, gallery = open_reid_eval(eval_data_dir(params))

@@ -16,6 +16,7 @@ from torch import nn
 
 from conftest import tiny_params, wait_for, write_params
 from engine import distributed as D
+from engine.dist_env import process_count
 from engine.checkpoint import load_checkpoint
 from engine.errors import UserError
 from engine.params import parse_params
@@ -84,16 +85,16 @@ def test_backend_and_ddp_arguments():
 
 
 def test_process_count_from_nproc_and_parallels():
-    assert D.process_count([], None) == 1
-    assert D.process_count([], 3) == 3
-    assert D.process_count([0, 1], None) == 2
-    assert D.process_count([4], None) == 1
+    assert process_count([], None) == 1
+    assert process_count([], 3) == 3
+    assert process_count([0, 1], None) == 2
+    assert process_count([4], None) == 1
     with pytest.raises(UserError, match="contradicts parallels"):
-        D.process_count([0, 1], 3)
+        process_count([0, 1], 3)
     with pytest.raises(UserError, match="one process per GPU"):
-        D.process_count([0], 2)
+        process_count([0], 2)
     with pytest.raises(UserError, match="--nproc must be"):
-        D.process_count([], 0)
+        process_count([], 0)
 
 
 def test_worker_environment():

@@ -271,7 +271,8 @@ def test_signal_saves_stops_and_resumes(signalled_runs, name):
     state = run.read_state()
     assert state.state == "stopped", (state, run.log.read_text()[-2000:])
     saved = load_checkpoint(run.latest)
-    assert state.message == f"stopped at epoch {saved['epoch']} step {saved['step']}"
+    assert state.message == (f"stopped after step {saved['step']}/{saved['steps_per_epoch']} of epoch "
+                             f"{saved['epoch'] + 1} (global step {saved['global_step']}); latest.pth saved")
     assert saved["global_step"] >= 3 and not run.stop_file.exists()
     assert "Traceback" not in run.log.read_text()
     # resumable: finish the epoch it was stopped in
@@ -394,7 +395,7 @@ def test_non_finite_loss_stops_naming_step_and_component(small_data, tmp_path, m
     with pytest.raises(UserError) as info:
         train.main(train_args(config, "nan"))
     message = str(info.value)
-    assert message.startswith(f"non-finite loss at epoch 1 step 1 (global step 3): {component}={value}")
+    assert message.startswith(f"non-finite loss at epoch 2/2 step 2/2 (global step 3): {component}={value}")
     assert str(run.latest) in message and len(message.splitlines()) == 1
     kept = load_checkpoint(run.latest)  # the last good checkpoint: the end of epoch 1, before the bad step
     assert (kept["epoch"], kept["step"], kept["global_step"]) == (1, 0, 2)
@@ -411,13 +412,13 @@ def test_non_finite_loss_skip_policy(small_data, tmp_path, monkeypatch):
     assert train.main(train_args(config, "skip")) == 0  # one bad batch is skipped, the run goes on
     run = RunDir(tmp_path / "runs" / "skip")
     assert run.read_state().state == "finished"
-    assert "skipped the step: non-finite loss at epoch 1 step 1 (global step 3): triplet=nan" in run.log.read_text()
+    assert "skipped the step: non-finite loss at epoch 2/2 step 2/2 (global step 3): triplet=nan" in run.log.read_text()
     final = load_checkpoint(run.latest)
     assert final["global_step"] == 2 * STEPS
     assert all(torch.isfinite(t).all() for t in final["model"].values() if t.is_floating_point())
 
     monkeypatch.undo()
     _poison(monkeypatch, "triplet", float("nan"), at=1, every=True)  # every batch from then on: give up
-    with pytest.raises(UserError, match=r"non-finite loss at epoch 1 step 1 \(global step 3\): triplet=nan.*"
+    with pytest.raises(UserError, match=r"non-finite loss at epoch 2/2 step 2/2 \(global step 3\): triplet=nan.*"
                                         r"2 consecutive steps skipped"):
         train.main(train_args(config, "skip2"))

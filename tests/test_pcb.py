@@ -177,8 +177,10 @@ def test_params_refuse_pcb_taller_than_the_map():
     with pytest.raises(ParamsError, match="last_conv_stride=2 gives a 2-row map"):
         parse_params(_params(pcb_n_parts=4, feature_dim=24, last_conv_stride=2))
     # the crop is what the network sees
-    with pytest.raises(ParamsError, match="input height of 48"):
-        parse_params({**_params(pcb_n_parts=4, feature_dim=24), "data_augmentation": {"crop_h": 48, "crop_w": 32}})
+    with pytest.raises(ParamsError, match="input height of 64"):
+        parse_params({**_params(pcb_n_parts=5, feature_dim=25), "img_h": 80,
+                      "data_augmentation": {"crop_h": 64, "crop_w": 32}})
+    assert parse_params({**_params(pcb_n_parts=5, feature_dim=25), "img_h": 80}).model_params.pcb_n_parts == 5
     assert parse_params(_params(pcb_n_parts=4, feature_dim=24)).model_params.pcb_n_parts == 4
 
 
