@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -179,3 +180,31 @@ def test_part_model_with_every_method_trains_through_the_engine(tiny_market, tmp
     assert {"train/loss_kd_logits", "train/loss_kd_features"} <= set(events.Tags()["scalars"]), log
     for key, value in student.parts.criterion.distiller.teacher.state_dict().items():
         assert torch.equal(value, before[key]), f"the teacher changed: {key}"
+
+
+def test_offline_evaluation_sees_the_features_of_the_on_the_fly_evaluation(tiny_market, tmp_path,
+                                                                            restore_process_state):
+    """bf16 training with channels-last: evaluator.py (given the run directory) rebuilds the model in the precision
+    and memory format of the on-the-fly evaluation, so the features, and hence every metric, are the recorded ones
+    (channels-last convolutions round differently from contiguous ones)."""
+    import evaluator
+    from data.formats import open_reid_eval
+    from evaluate.market_evaluate import compute_features
+
+    params = tiny_params(tiny_market, tmp_path, epochs=1, amp="bf16", channels_last=True)
+    trainer = make_trainer(params, tmp_path / "bf16")
+    assert trainer.run() == "finished"
+    trainer.model.eval()
+    query, gallery = open_reid_eval(tiny_market)
+    with torch.no_grad():
+        on_the_fly = compute_features(trainer.params, trainer.model, trainer.device, query, gallery)
+
+    cache, result = tmp_path / "features.npz", tmp_path / "result.json"
+    eval_params = write_params(tmp_path / "eval_params.json", {
+        "model_path": str(tmp_path / "bf16"), "num_preprocess_workers": 0, "feature_path": str(cache),
+        "result_log_file": str(result)})
+    assert evaluator.main([str(eval_params)]) == 0
+    offline = np.load(cache)
+    assert np.array_equal(offline["query"], on_the_fly[0]) and np.array_equal(offline["gallery"], on_the_fly[1])
+    recorded = RunDir(tmp_path / "bf16").read_eval_results()[-1]["metrics"]
+    assert json.loads(result.read_text())["metrics"] == recorded

@@ -73,6 +73,8 @@ def test_resolved_params_round_trip():
     ({**MIN, "tri_loss_params": {"lambda_cls": 0}}, "nothing would be trained"),
     ({**MIN, "data_augmentation": {"crop_h": 3}}, "crop_h and crop_w must both be 0"),
     ({**MIN, "data_augmentation": {"crop_h": 300, "crop_w": 10}}, "is larger than the padded image"),
+    ({**MIN, "img_h": 256, "img_w": 128, "data_augmentation": {"crop_h": 64, "crop_w": 32}},
+     "crop 64×32 is a small piece of the 256×128 image"),
     ({**MIN, "gan_params": {"input_dim": 100}}, "key 'gan_params.input_dim': input should be 0"),
     ({**MIN, "fine_tune": True}, "fine_tune freezes the backbone"),
     ({**MIN, "parallels": "0"}, "key 'parallels': input should be a valid list"),
@@ -103,9 +105,42 @@ def test_missing_file(tmp_path):
         load_params(tmp_path / "nope.json")
 
 
+def test_crop_covers_most_of_the_image():
+    # pad + crop to the image size, and resize-larger-then-crop (torchreid's Random2DTranslation, 1/1.125) are fine
+    assert parse_params({**MIN, "img_h": 256, "img_w": 128, "data_augmentation": {"padding_h": 10, "padding_w": 10,
+                                                                                "crop_h": 256, "crop_w": 128}})
+    assert parse_params({**MIN, "img_h": 288, "img_w": 144, "data_augmentation": {"crop_h": 256, "crop_w": 128}})
+    message = error_of({**MIN, "img_h": 256, "img_w": 128, "data_augmentation": {"crop_h": 256, "crop_w": 64}})
+    assert "at least 80% of img_h and of img_w" in message and "crop_h/crop_w to 256/128" in message
+
+
+def test_every_params_file_in_the_repository_validates_against_the_printed_schema():
+    """With a real JSON Schema validator: the schemas accept every file the loaders accept, older spellings too."""
+    import jsonschema
+
+    train_schema = json.loads(subprocess.run([sys.executable, str(ROOT / "train.py"), "--print-schema"],
+                                             capture_output=True, text=True, check=True).stdout)
+    eval_schema = json.loads(subprocess.run([sys.executable, str(ROOT / "evaluator.py"), "--print-schema"],
+                                            capture_output=True, text=True, check=True).stdout)
+    tracked = subprocess.run(["git", "ls-files", "*.json"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    files = sorted({ROOT / name for name in tracked} | {ROOT / "params.json", ROOT / "eval_params.json"})
+    for path in files:
+        data = json.loads(path.read_text())
+        is_eval = "model_path" in data
+        jsonschema.validate(data, eval_schema if is_eval else train_schema)
+        if not is_eval:
+            load_params(path)
+    seed_spellings = {**MIN, "epoch": 7, "tri_loss_margin": 0.3, "tri_loss_lambda_cls": 0.5,
+                      "model_params": {"model": "resnet_50", "feature_gobal_dim": 0},
+                      "data_augmentation": {"colour_jitering": True, "colour_jiterring": True}}
+    jsonschema.validate(seed_spellings, train_schema)
+    with pytest.raises(jsonschema.ValidationError, match="'colour_jitterring' was unexpected"):
+        jsonschema.validate({**MIN, "data_augmentation": {"colour_jitterring": True}}, train_schema)
+
+
 def test_schema_and_markdown_come_from_the_same_fields():
     schema = json_schema()
-    assert set(schema["properties"]) == set(TrainParams.model_fields)
+    assert set(schema["properties"]) == set(TrainParams.model_fields) | {"epoch"}  # and the seed spelling of epochs
     assert schema["additionalProperties"] is False
     table = markdown_table(TrainParams)
     for name in ("model_params.feature_dim", "evaluation_params.best_metric", "lr.warmup_epoch"):
