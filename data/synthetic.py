@@ -24,7 +24,7 @@ manifest matches the spec and never deletes or overwrites user data.
 
 CLI::
 
-    python -m data.synthetic market --out DIR [--seed S] [--num-train-ids N] ...
+    python -m data.synthetic market --out DIR [--seed S] [--num-train-ids N] [--style figures|street] ...
     python -m data.synthetic classes --out DIR ...
     python -m data.synthetic got10k --out DIR ...
 """
@@ -47,7 +47,7 @@ from typing import Callable
 
 import numpy as np
 
-from data import _render
+from data import _render, _render_street
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "synthetic_manifest.json"
@@ -58,6 +58,8 @@ _SPLIT_TRAIN, _SPLIT_QUERY, _SPLIT_GALLERY, _SPLIT_DISTRACTOR, _SPLIT_JUNK = 1, 
 _SPLIT_CLS_TRAIN, _SPLIT_CLS_VAL = 11, 12
 _SPLIT_TRK_TRAIN, _SPLIT_TRK_VAL = 21, 22
 _KEY_IDENTITY, _KEY_CAMERA, _KEY_PLAN = 100, 200, 300
+# Market rendering styles: same layout and identities' file plan, other drawings (defaults are compared on both)
+MARKET_STYLES = {"figures": _render, "street": _render_street}
 
 
 # --------------------------------------------------------------------------- #
@@ -85,8 +87,10 @@ class MarketSpec:
     img_h: int = 128
     img_w: int = 64
     seed: int = 0
+    style: str = "figures"            # a key of MARKET_STYLES
 
     def __post_init__(self) -> None:
+        _check(self.style in MARKET_STYLES, f"style must be one of {', '.join(MARKET_STYLES)}")
         _check(self.num_train_ids >= 1 and self.num_test_ids >= 1, "need at least one train and one test identity")
         _check(self.num_train_ids + self.num_test_ids <= 9999, "at most 9999 identities (4-digit ids)")
         _check(2 <= self.cameras <= 9, "cameras must be in 2..9 (one digit in the file name)")
@@ -210,8 +214,10 @@ def _ensure(root, fmt: str, spec, generate: Callable) -> dict:
         if manifest is None:
             raise FileExistsError(f"{root} exists but has no {MANIFEST_NAME}; it was not made by data.synthetic "
                                   f"(or generation did not finish). Refusing to touch it: pick another path.")
+        # a spec field added later (MarketSpec.style) defaults to the old output: older manifests lack it
+        recorded = {**_spec_dict(type(spec)()), **manifest.get("spec", {})}
         if (manifest.get("format") != fmt or manifest.get("format_version") != FORMAT_VERSION
-                or manifest.get("spec") != want):
+                or recorded != want):
             raise FileExistsError(
                 f"{root} holds a different synthetic dataset (format={manifest.get('format')!r}, "
                 f"format_version={manifest.get('format_version')!r}, spec={manifest.get('spec')!r}); "
@@ -264,17 +270,17 @@ def _default_signal_handlers() -> None:
 _CACHE: dict = {}
 
 
-def _identity(seed: int, pid: int) -> _render.Identity:
-    key = ("id", seed, pid)
+def _identity(style: str, seed: int, pid: int):
+    key = ("id", style, seed, pid)
     if key not in _CACHE:
-        _CACHE[key] = _render.make_identity(np.random.default_rng([seed, _KEY_IDENTITY, pid]))
+        _CACHE[key] = MARKET_STYLES[style].make_identity(np.random.default_rng([seed, _KEY_IDENTITY, pid]))
     return _CACHE[key]
 
 
-def _camera(seed: int, cam: int) -> _render.Camera:
-    key = ("cam", seed, cam)
+def _camera(style: str, seed: int, cam: int):
+    key = ("cam", style, seed, cam)
     if key not in _CACHE:
-        _CACHE[key] = _render.make_camera(np.random.default_rng([seed, _KEY_CAMERA, cam]), cam)
+        _CACHE[key] = MARKET_STYLES[style].make_camera(np.random.default_rng([seed, _KEY_CAMERA, cam]), cam)
     return _CACHE[key]
 
 
@@ -351,15 +357,16 @@ def _plan_market(spec: MarketSpec) -> list[tuple]:
 
 def _render_market_job(args) -> str:
     root, spec_d, (kind, rel, pid, cam, key) = args
-    seed, h, w = spec_d["seed"], spec_d["img_h"], spec_d["img_w"]
+    seed, h, w, style = spec_d["seed"], spec_d["img_h"], spec_d["img_w"], spec_d["style"]
+    render = MARKET_STYLES[style]
     rng = np.random.default_rng(list(key))
-    camera = _camera(seed, cam - 1)
+    camera = _camera(style, seed, cam - 1)
     if kind == "person":
-        img = _render.render_reid(_identity(seed, pid), camera, rng, h, w)
+        img = render.render_reid(_identity(style, seed, pid), camera, rng, h, w)
     elif kind == "distractor":
-        img = _render.render_distractor(camera, rng, h, w)
+        img = render.render_distractor(camera, rng, h, w)
     else:
-        img = _render.render_junk(camera, rng, h, w)
+        img = render.render_junk(camera, rng, h, w)
     _write_image(os.path.join(root, rel), _render.encode_jpeg(img))
     return rel
 
@@ -526,6 +533,9 @@ def _build_parser() -> argparse.ArgumentParser:
     m.add_argument("--junk", type=int, default=d.num_junk, help="gallery junk images (%(default)s)")
     m.add_argument("--img-h", type=int, default=d.img_h, help="image height (%(default)s)")
     m.add_argument("--img-w", type=int, default=d.img_w, help="image width (%(default)s)")
+    m.add_argument("--style", choices=list(MARKET_STYLES), default=d.style,
+                   help="rendering style: figures (flat pedestrians) or street (capsule walkers in street scenes, "
+                        "harsher cameras) (%(default)s)")
 
     c, d = sub.add_parser("classes", help="class-folder shape classification dataset"), ClassesSpec()
     common(c, d)
@@ -555,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.kind == "market":
             spec = MarketSpec(num_train_ids=a.num_train_ids, num_test_ids=a.num_test_ids, cameras=a.cameras,
                               train_images_per_id=a.train_images_per_id, num_distractors=a.distractors,
-                              num_junk=a.junk, img_h=a.img_h, img_w=a.img_w, seed=a.seed)
+                              num_junk=a.junk, img_h=a.img_h, img_w=a.img_w, seed=a.seed, style=a.style)
             fn = ensure_market
         elif a.kind == "classes":
             spec = ClassesSpec(num_classes=a.num_classes, train_per_class=a.train_per_class,

@@ -8,6 +8,7 @@ during training, instead of being killed half-prepared and shown as ``failed``.
 from __future__ import annotations
 
 import signal
+from typing import Optional
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _received: list[str] = []
@@ -31,6 +32,11 @@ def raise_from_now() -> dict:
         raise StopBeforeTraining(signal.Signals(signum).name)
 
     return {sig: signal.signal(sig, handler) for sig in _SIGNALS}
+
+
+def pending() -> Optional[str]:
+    """The name of the first stop signal recorded by :func:`listen`, if any."""
+    return _received[0] if _received else None
 
 
 def raise_if_received() -> None:

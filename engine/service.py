@@ -319,6 +319,9 @@ def train_launcher(launch: Launch, nproc: int, attached: bool, console: bool = T
     log = logging.getLogger("train")
     write_text_atomic(run_dir.pid_file, f"{os.getpid()}\n")
     run_dir.update_state(state="starting", pid=os.getpid(), epochs=launch.params.epochs, message="")
+    if early_stop.pending():  # stopped while starting; from here on the launcher forwards stops to the workers
+        run_dir.update_state(state="stopped", message=f"stopped by {early_stop.pending()} before training started")
+        return 0
     log.info("run directory %s: launching %d worker processes (launcher pid %d)", run_dir.path, nproc, os.getpid())
     args = ["--operation", "train", "--config_path", str(run_dir.params), "--sub_working_dir", run_dir.path.name,
             "--worker"] + (["--attach"] if attached else [])

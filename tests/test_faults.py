@@ -282,7 +282,7 @@ def test_signal_saves_stops_and_resumes(signalled_runs, name):
     final = load_checkpoint(run.latest)
     assert final["epoch"] == saved["epoch"] + 1 and final["global_step"] == STEPS * final["epoch"]
     assert run.read_state().state == "finished"
-    assert f"resumed from {run.latest} at epoch {saved['epoch']} step {saved['step']}" in run.log.read_text()
+    assert f"resumed from {run.latest} after {saved['epoch']} epoch(s) and {saved['step']} step(s) of the next" in run.log.read_text()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
