@@ -360,13 +360,13 @@ class TrainParams(_Section):
                                               "process).")
     parallels: list[NonNegInt] = Field([], description="CUDA device ids to train on; [] = CPU. A non-empty list on a "
                                        "machine without CUDA is an error.")
-    amp: Literal["none", "bf16", "fp16"] = Field("none", description="Mixed precision: bf16 autocast (CPU or GPU) or "
-                                                 "fp16 with gradient scaling (GPU only); none = fp32. Measured with "
-                                                 "bench/train_throughput.py (ResNet-50, 256×128, 64 images per step) "
-                                                 "on the project's 2-core CPU with bf16 instructions: bf16 + "
-                                                 "channels_last 13.6 img/s, fp32 + channels_last 6.5 img/s. Not the "
-                                                 "default because on CPUs without bf16 instructions bf16 is slower than "
-                                                 "fp32; the shipped params.json turns it on.")
+    amp: Literal["none", "bf16", "fp16", "auto"] = Field(
+        "none", description="Mixed precision: bf16 autocast (CPU or GPU), fp16 with gradient scaling (GPU only), "
+        "none = fp32, or auto = bf16 where the device computes it natively (a GPU with bf16; a CPU with AVX512-BF16 "
+        "or AMX) and fp32 elsewhere, where emulated bf16 is several times slower (the shipped params.json uses auto). "
+        "Measured with bench/train_throughput.py (ResNet-50, 256×128, 64 images per step) on a 2-core CPU with AMX: "
+        "bf16 + channels_last 13.6 img/s, fp32 + channels_last 6.5 img/s; on a 2-core AVX2 CPU bf16 was about 5× "
+        "slower than fp32.")
     channels_last: bool = Field(True, description="Keep the model's weights and the input batches in channels-last "
                                 "(NHWC) memory format, the fast layout for convolutions on the CPU (oneDNN) and for "
                                 "tensor cores on the GPU. Checkpoints are unaffected. Default on by measurement "

@@ -208,3 +208,16 @@ def test_offline_evaluation_sees_the_features_of_the_on_the_fly_evaluation(tiny_
     assert np.array_equal(offline["query"], on_the_fly[0]) and np.array_equal(offline["gallery"], on_the_fly[1])
     recorded = RunDir(tmp_path / "bf16").read_eval_results()[-1]["metrics"]
     assert json.loads(result.read_text())["metrics"] == recorded
+
+
+def test_amp_auto_uses_bf16_only_where_the_hardware_computes_it(monkeypatch):
+    from engine.trainer import native_bf16, resolve_amp
+
+    cpu = torch.device("cpu")
+    assert resolve_amp("auto", cpu) == ("bf16" if native_bf16(cpu) else "none")
+    assert resolve_amp("bf16", cpu) == "bf16" and resolve_amp("none", cpu) == "none"
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert resolve_amp("auto", cpu) == "bf16"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert resolve_amp("auto", cpu) == "none"
