@@ -173,6 +173,11 @@ def _read_manifest(root: Path) -> dict | None:
         return None
 
 
+def is_generated(root: str | Path) -> bool:
+    """Whether `root` holds a dataset written by this module (its manifest is there)."""
+    return _read_manifest(Path(root)) is not None
+
+
 def _summary(root: Path, manifest: dict, generated: bool, seconds: float) -> dict:
     return {"root": str(root), "format": manifest["format"], "counts": dict(manifest["counts"]),
             "spec": dict(manifest["spec"]), "generated": generated, "seconds": round(seconds, 3)}

@@ -1,11 +1,15 @@
 """Checkpoints: written atomically, read with ``weights_only=True``.
 
 A checkpoint is a dict of tensors and plain JSON-like values only, so it loads with PyTorch's weights-only unpickler
-and a file carrying any other object (a pickle payload) is refused. Layout (``FORMAT_VERSION`` 1)::
+and a file carrying any other object (a pickle payload) is refused. Layout (``FORMAT_VERSION`` 2)::
 
     format_version, task, params (the resolved params as a JSON-compatible dict), num_classes, class_names,
     model (state dict), optimizer (state dict), epoch / step (where to continue: the next epoch and the next step
-    in it), global_step, best {metric, value, epoch, global_step}, rng_torch (CPU generator state)
+    in it), global_step, best {metric, value, epoch}, eval_pending (the evaluation owed at the end of the last epoch
+    has not run), eval_history (every evaluation record), rng_torch (CPU generator state), rng_cuda (the generator
+    state of every CUDA device, [] without CUDA), grad_scaler (fp16 GradScaler state, or None)
+
+Version 1 (before eval_pending, eval_history, rng_cuda and grad_scaler) is read with those at their neutral values.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ import torch
 from engine.errors import UserError
 from engine.run_dir import write_atomic
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# What a version-1 checkpoint lacks, at values that mean "nothing to restore".
+_V1_DEFAULTS = {"eval_pending": False, "eval_history": [], "rng_cuda": [], "grad_scaler": None}
 REQUIRED_KEYS = ("format_version", "task", "params", "num_classes", "model")
 
 
@@ -86,9 +92,14 @@ def load_checkpoint(path: str | Path) -> dict:
         found = sorted(data)[:8] if isinstance(data, dict) else type(data).__name__
         raise CheckpointError(f"{path}: not a checkpoint of this tool (expected keys {list(REQUIRED_KEYS)}, found "
                               f"{found}); a bare state dict can be used as pretrain_snapshot")
-    if data["format_version"] != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format {data['format_version']!r}, this version reads "
-                              f"{FORMAT_VERSION}")
+    version = data["format_version"]
+    if version == 1:
+        return {**_V1_DEFAULTS, **data}
+    if version != FORMAT_VERSION:
+        newer = isinstance(version, int) and version > FORMAT_VERSION
+        raise CheckpointError(f"{path}: checkpoint format {version!r}; this version of the tool reads formats 1 to "
+                              f"{FORMAT_VERSION}" + ("; it was written by a newer version: update the tool" if newer
+                                                     else ""))
     return data
 
 

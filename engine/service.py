@@ -182,6 +182,15 @@ class Launch:
         if p.synthetic_data is None and not Path(p.batches_dir).exists():
             raise UserError(f"batches_dir: {p.batches_dir} does not exist (expected a Market-1501 root, a folder "
                             "per identity/class, or an LMDB pack)")
+        if p.synthetic_data is not None:
+            from data.synthetic import is_generated
+
+            if Path(p.batches_dir).exists() and not is_generated(p.batches_dir):
+                # the shipped params.json pointed at a real dataset: say what to change
+                raise UserError(f"batches_dir: {p.batches_dir} holds data that `python -m data.synthetic` did not "
+                                f"make, while synthetic_data asks to generate the synthetic {p.synthetic_data.type!r} "
+                                f"set there; to train on {p.batches_dir}, remove \"synthetic_data\" from the params "
+                                "file (to get the synthetic set, point batches_dir at a folder that does not exist)")
         if p.evaluation_params.type:
             check_evaluator_inputs(p.evaluation_params.type, p)
         if p.pretrain_snapshot and not Path(p.pretrain_snapshot).is_file():

@@ -198,6 +198,8 @@ class Trainer:
             "eval_pending": p.eval_pending,
             "eval_history": list(self.eval_history),
             "rng_torch": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+            "grad_scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "world_size": self.dist.world_size,
             "steps_per_epoch": self.parts.loader.steps_per_epoch,
         }
@@ -249,13 +251,28 @@ class Trainer:
         self.progress = Progress(epoch=int(data["epoch"]), step=step,
                                  global_step=int(data["global_step"]), best_metric=best.get("metric"),
                                  best_value=best.get("value"), best_epoch=best.get("epoch"),
-                                 eval_pending=bool(data.get("eval_pending", False)))
-        self.eval_history = list(data.get("eval_history", []))
+                                 eval_pending=bool(data["eval_pending"]))
+        self.eval_history = list(data["eval_history"])
         torch.set_rng_state(data["rng_torch"])
+        self._restore_cuda_rng(data["rng_cuda"], path)
+        if self.scaler is not None and data["grad_scaler"]:
+            self.scaler.load_state_dict(data["grad_scaler"])
         log.info("resumed from %s after %d epoch(s) and %d step(s) of the next (global step %d)", path,
                  self.progress.epoch, self.progress.step, self.progress.global_step)
         if self.dist.is_main:
             self._reconcile_with_run_dir()
+
+    @staticmethod
+    def _restore_cuda_rng(states: list, path) -> None:
+        """Every CUDA device's generator, when this machine has as many devices as the run that saved them."""
+        if not states or not torch.cuda.is_available():
+            return
+        if len(states) != torch.cuda.device_count():
+            log.warning("%s holds the CUDA generator states of %d device(s), this machine has %d: they are not "
+                        "restored (random draws on the GPU will differ from an uninterrupted run)", path, len(states),
+                        torch.cuda.device_count())
+            return
+        torch.cuda.set_rng_state_all(states)
 
     def _reconcile_with_run_dir(self) -> None:
         """Make a resumed run agree with what its run directory already holds: never replace a better

@@ -1,6 +1,5 @@
 """Checkpoints: atomic writes survive kill -9 mid-save; loading is weights-only and every failure is one clear error."""
 
-import os
 import pickle
 import signal
 import subprocess
@@ -11,8 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import tiny_params
 from engine.checkpoint import (CheckpointError, load_checkpoint, load_file, load_weights_strict, save_atomic,
                                state_dict_of)
+from engine.params import parse_params
+from engine.run_dir import RunDir
+from engine.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -114,3 +117,65 @@ def test_strict_loading_names_what_does_not_fit():
         load_weights_strict(model, partial, "x.pth")
     load_weights_strict(model, partial, "x.pth", ignore_prefixes=("1.",))
     assert torch.equal(model[0].weight, other[0].weight)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# format versions, GradScaler and CUDA generator state
+
+
+def _trainer(tmp_path, tiny_market, **overrides):
+    params = parse_params(tiny_params(tiny_market, tmp_path / "runs", **{"epochs": 1, "evaluation_params": {"type": None},
+                                                                         **overrides}))
+    run = RunDir(tmp_path / "runs" / "r")
+    run.path.mkdir(parents=True, exist_ok=True)
+    return Trainer(params, run)
+
+
+def test_version_1_checkpoints_still_resume_and_a_newer_version_is_refused(tmp_path, tiny_market,
+                                                                           restore_process_state):
+    trainer = _trainer(tmp_path, tiny_market)
+    assert trainer.run() == "finished"
+    # a version-1 file, as written before eval_pending, eval_history, rng_cuda and grad_scaler existed
+    old = {k: v for k, v in torch.load(trainer.run_dir.latest, weights_only=True).items()
+           if k not in ("eval_pending", "eval_history", "rng_cuda", "grad_scaler")}
+    old["format_version"] = 1
+    torch.save(old, tmp_path / "v1.pth")
+    loaded = load_checkpoint(tmp_path / "v1.pth")
+    assert (loaded["eval_pending"], loaded["eval_history"], loaded["rng_cuda"], loaded["grad_scaler"]) == \
+        (False, [], [], None)
+    resumed = _trainer(tmp_path / "again", tiny_market, epochs=2)
+    resumed.restore(tmp_path / "v1.pth")
+    assert resumed.progress.epoch == 1 and resumed.run() == "finished"
+
+    torch.save({**old, "format_version": 3}, tmp_path / "v3.pth")
+    with pytest.raises(CheckpointError, match="format 3; this version of the tool reads formats 1 to 2; it was "
+                                              "written by a newer version"):
+        load_checkpoint(tmp_path / "v3.pth")
+
+
+def test_grad_scaler_state_round_trips_through_the_checkpoint(tmp_path, tiny_market, restore_process_state):
+    """The fp16 GradScaler (a CUDA-only setting) is exercised on the CPU with a scaler created there."""
+    trainer = _trainer(tmp_path, tiny_market)
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=7)
+    trainer.scaler.scale(torch.ones(()))  # the scale exists once used
+    trainer.scaler.update(new_scale=96.0)
+    trainer.save_latest()
+    saved = load_checkpoint(trainer.run_dir.latest)["grad_scaler"]
+    assert saved["scale"] == 96.0 and saved["growth_interval"] == 7
+
+    fresh = _trainer(tmp_path / "fresh", tiny_market)
+    fresh.scaler = torch.amp.GradScaler("cpu")
+    fresh.restore(trainer.run_dir.latest)
+    assert fresh.scaler.get_scale() == 96.0 and fresh.scaler.state_dict() == trainer.scaler.state_dict()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none on this machine)")
+def test_cuda_generator_state_round_trips_through_the_checkpoint(tmp_path, tiny_market, restore_process_state):
+    trainer = _trainer(tmp_path, tiny_market)
+    torch.cuda.manual_seed_all(123)
+    torch.cuda.init()
+    trainer.save_latest()
+    expected = torch.rand(4, device="cuda")
+    torch.cuda.manual_seed_all(999)
+    trainer.restore(trainer.run_dir.latest)
+    assert torch.equal(torch.rand(4, device="cuda"), expected)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -109,6 +110,13 @@ def test_start_train_refuses_missing_or_packed_evaluation_data_up_front(tiny_mar
     message = packed.stderr
     assert "is an LMDB pack of training images" in message and "evaluation_params.data_dir" in message
     assert json.dumps(str(tiny_market.resolve())) in message  # the pack's source is suggested
+    assert not (tmp_path / "runs").exists()
+
+    # the shipped params.json (synthetic_data set) pointed at a real dataset: say to remove synthetic_data
+    shutil.copytree(tiny_market, tmp_path / "real", ignore=shutil.ignore_patterns("synthetic_manifest.json"))
+    real = start(tiny_params(tmp_path / "real", Path("runs"), synthetic_data={"type": "market"}))
+    assert real.returncode == 2 and "Traceback" not in real.stderr
+    assert 'to train on ' in real.stderr and 'remove "synthetic_data" from the params file' in real.stderr
     assert not (tmp_path / "runs").exists()
 
 
