@@ -30,13 +30,11 @@ def evaluation_overrides(ep) -> dict:
 
 
 def resolve_device(gpus):
-    import torch
+    """The first listed GPU, or the CPU for []; the same checks and messages as training's `parallels`."""
+    from engine.dist_env import DistEnv
+    from engine.distributed import device_for
 
-    if not gpus:
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise UserError(f"gpus: {gpus} asks for CUDA devices, but CUDA is not available; set \"gpus\": []")
-    return torch.device("cuda", gpus[0])
+    return device_for(list(gpus[:1]), DistEnv(), key="gpus")
 
 
 def model_and_params_from_checkpoint(ep, device):

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal, Optional, Sequence
 
+from data.imaging import IMAGE_EXTENSIONS
 from data.readers import MANIFEST_KEY, FolderReader, LmdbReader
 from data.records import DataError, ImageRecord, ImageSet
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff")
 PACK_FORMAT = "reid-service-lmdb-pack"
 PACK_VERSION = 1
 

@@ -16,10 +16,9 @@ import torch
 from PIL import Image
 from torchvision.transforms import InterpolationMode, v2
 
+from data.imaging import IMAGENET_MEAN, IMAGENET_STD
 from engine.params import DataAugmentationParams
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 ERASING_SCALE = (0.02, 0.4)
 ERASING_RATIO = (0.3, 3.3)
 

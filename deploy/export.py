@@ -44,18 +44,17 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from data.imaging import IMAGE_EXTENSIONS
+from deploy.runtime import EXPORTED_BY, TOOL_NAME
 from engine.errors import UserError, run_command
 from engine.run_dir import write_atomic
 
 log = logging.getLogger(__name__)
 
-TOOL_NAME = "reid-service"
-EXPORTED_BY = f"{TOOL_NAME} deploy.export"  # metadata marker that deploy.runtime requires
 DEPLOY_FORMAT_VERSION = "1"
 DEFAULT_OPSET = 17
 EXPORTERS = ("torchscript", "dynamo")
 QUANTIZE_CHOICES = ("none", "fp16", "int8")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 
 FP32_TOLERANCE = 1e-4  # max abs diff: normalised features (re-ID) / logits ÷ max(1, max|logit|) (classification)
 QUANTIZED_MIN_MEAN_COSINE = 0.99

@@ -26,16 +26,16 @@ from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
+from data.imaging import IMAGENET_MEAN, IMAGENET_STD
 from engine.errors import UserError
 
 log = logging.getLogger(__name__)
 
-EXPORTED_BY = "reid-service deploy.export"  # = deploy.export.EXPORTED_BY (not imported: export needs torch)
+TOOL_NAME = "reid-service"
+EXPORTED_BY = f"{TOOL_NAME} deploy.export"  # the metadata marker of our exports (this module is torch-free)
 SUPPORTED_FORMAT_VERSIONS = ("1",)
 REQUIRED_KEYS = ("task", "input_name", "input_height", "input_width", "mean", "std", "color_order", "pixel_scale",
                  "output_names", "primary_output", "feature_dim")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class OnnxModelError(UserError):

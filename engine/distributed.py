@@ -68,7 +68,7 @@ LAUNCHER_GRACE_S = 30.0
 
 
 def device_for(parallels: Sequence[int], env: DistEnv, cuda_available: Optional[bool] = None,
-               device_count: Optional[int] = None) -> torch.device:
+               device_count: Optional[int] = None, key: str = "parallels") -> torch.device:
     """The device of this process: the CPU for ``parallels == []``, else ``cuda:parallels[LOCAL_RANK]``.
 
     One process uses one device: a plain process takes a one-element ``parallels`` (train.py launches one worker
@@ -77,8 +77,8 @@ def device_for(parallels: Sequence[int], env: DistEnv, cuda_available: Optional[
         return torch.device("cpu")
     cuda_available = torch.cuda.is_available() if cuda_available is None else cuda_available
     if not cuda_available:
-        raise UserError(f"parallels: {list(parallels)} asks for CUDA devices, but CUDA is not available on this "
-                        "machine; set \"parallels\": [] to train on the CPU")
+        raise UserError(f"{key}: {list(parallels)} asks for CUDA devices, but CUDA is not available on this "
+                        f"machine; set \"{key}\": [] to run on the CPU")
     if env.is_distributed:
         if len(parallels) != env.local_world_size:
             raise UserError(f"parallels: {list(parallels)} lists {len(parallels)} device(s), but this node runs "
@@ -92,7 +92,7 @@ def device_for(parallels: Sequence[int], env: DistEnv, cuda_available: Optional[
         index = parallels[0]
     count = torch.cuda.device_count() if device_count is None else device_count
     if index >= count:
-        raise UserError(f"parallels: device {index} does not exist (this machine has {count})")
+        raise UserError(f"{key}: device {index} does not exist (this machine has {count})")
     return torch.device("cuda", index)
 
 

@@ -371,7 +371,9 @@ class Trainer:
     # ----------------------------------------------------------------------------------------------------------
     # the loop
 
-    def train_step(self, batch: dict, autocast) -> tuple[float, dict[str, float], float]:
+    def train_step(self, batch: dict, autocast) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """One optimisation step. Returns the detached total loss, its components and the batch accuracy as tensors:
+        they are turned into numbers only when logged, so a GPU step waits for the host once (the finiteness check)."""
         images = batch["images"].to(self.device, non_blocking=True)
         labels = batch["labels"].to(self.device, non_blocking=True)
         if self.params.channels_last:
@@ -380,10 +382,12 @@ class Trainer:
             outputs = self.net(images)
             self.parts.criterion.set_global_step(self.progress.global_step)  # AM-softmax margin schedule
             total, components, accuracy = self.parts.criterion(outputs, labels, images)
-        values = {name: float(value.detach()) for name, value in components.items()}
-        bad = [name for name, value in values.items() if not math.isfinite(value)]
-        local_bad = bool(bad) or not math.isfinite(float(total.detach()))
+        components = {name: value.detach() for name, value in components.items()}
+        checked = torch.stack([total.detach().float(), *(v.float() for v in components.values())])
+        local_bad = not bool(torch.isfinite(checked).all())
         if self.dist.any(local_bad):  # every rank stops (or skips) here, not only the one that saw it
+            values = {name: float(value) for name, value in components.items()}
+            bad = [name for name, value in values.items() if not math.isfinite(value)]
             where = (f"{', '.join(f'{n}={values[n]}' for n in bad) or 'total'}" if local_bad
                      else "on another rank")
             message = (f"non-finite loss at {self.where()}: {where}")
@@ -394,7 +398,7 @@ class Trainer:
                     self.optimizer.zero_grad(set_to_none=True)
                     log.warning("skipped the step: %s (%d in a row; nonfinite_max_consecutive_skips=%d)", message,
                                 self.skipped_in_a_row, limit)
-                    return float("nan"), values, float(accuracy)
+                    return torch.tensor(float("nan")), components, torch.as_tensor(accuracy)
                 message += (f"; {limit} consecutive steps skipped before this one "
                             f"(nonfinite_max_consecutive_skips={limit})")
             raise NonFiniteLossError(f"{message}; the last good checkpoint is {self.run_dir.latest} (lower the "
@@ -408,10 +412,12 @@ class Trainer:
         else:
             total.backward()
             self.optimizer.step()
-        return float(total.detach()), values, float(accuracy)
+        return total.detach(), components, torch.as_tensor(accuracy)
 
-    def log_step(self, loss: float, components: dict, accuracy: float, images_per_s: float) -> None:
+    def log_step(self, loss: torch.Tensor, components: dict, accuracy: torch.Tensor, images_per_s: float) -> None:
         p, w = self.progress, self.writer
+        loss, accuracy = float(loss), float(accuracy)
+        components = {name: float(value) for name, value in components.items()}
         w.add_scalar("train/loss", loss, p.global_step)
         for name, value in components.items():
             w.add_scalar(f"train/loss_{name}", value, p.global_step)

@@ -672,8 +672,8 @@ def test_synthetic_data_never_touches_an_existing_user_folder(tmp_path):
     (folder / "beach.jpg").write_bytes(b"\xff\xd8 my photo")
     before = snapshot(folder)
     cfg = config(tmp_path, folder, synthetic_data={"type": "market", "seed": 0})
-    refused(train_args(cfg), str(folder), "data.synthetic", "Refusing to touch it")
-    assert snapshot(folder) == before and sorted(os.listdir(tmp_path)) == ["holiday_photos", "params.json", "runs"]
+    refused(train_args(cfg), str(folder), "data.synthetic", 'remove "synthetic_data" from the params file')
+    assert snapshot(folder) == before and sorted(os.listdir(tmp_path)) == ["holiday_photos", "params.json"]
 
 
 def test_working_dir_with_user_files_is_only_added_to(tmp_path, tiny_market):
