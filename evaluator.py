@@ -42,9 +42,9 @@ def model_and_params_from_checkpoint(ep, device):
     it trained with (channels-last convolutions round differently), so that the numbers are the recorded ones."""
     import torch
 
-    from engine.checkpoint import load_checkpoint, load_weights_strict, resolve_checkpoint_path
+    from engine.checkpoint import load_checkpoint, resolve_checkpoint_path
     from engine.params import parse_params
-    from networks.factory import build_model
+    from engine.tasks import task_module
 
     path = resolve_checkpoint_path(ep.model_path)
     ckpt = load_checkpoint(path)
@@ -63,8 +63,7 @@ def model_and_params_from_checkpoint(ep, device):
         stored["data_augmentation"] = {**stored["data_augmentation"], "crop_h": 0, "crop_w": 0}
     stored["num_preprocess_workers"] = ep.num_preprocess_workers
     params = parse_params(stored, f"{ep.model_path} (stored params)")
-    model = build_model(params.task, params.model_params, ckpt["num_classes"], imagenet_pretrain=False)
-    load_weights_strict(model, ckpt["model"], path)
+    model = task_module(params.task).rebuild_model(params, ckpt, path)
     model.to(device).eval()
     if params.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -150,7 +149,7 @@ def main(argv=None) -> int:
     else:
         model, params, ckpt = model_and_params_from_checkpoint(ep, device)
         if params.task == "classification":
-            extra["class_names"] = tuple(ckpt["class_names"])
+            extra["class_names"] = tuple(ckpt["task_state"]["class_names"])
     name = ep.benchmark_type or ("classification_evaluate" if params.task == "classification" else "market_evaluate")
     run_eval = get_evaluator(name, key="benchmark_type" if ep.benchmark_type else "evaluation_params.type")
     import torch

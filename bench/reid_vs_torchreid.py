@@ -108,6 +108,7 @@ def ours_params(root_params: dict, args, spec, data_root: Path, seed: int, work:
         "working_dir": str(work / "runs"), "batches_dir": str(data_root),
         "synthetic_data": {"type": "market", "seed": spec.seed, "options": options},
         "epochs": args.epochs, "seed": seed, "cpu_threads": args.threads, "num_preprocess_workers": args.workers,
+        "parallels": [args.gpu] if args.gpu is not None else [],
         "evaluation_params": {"epoch": eval_every(args.eval_epochs)}})
     for key, value in args.ours_override:
         params = set_dotted(params, key, value)
@@ -117,7 +118,7 @@ def ours_params(root_params: dict, args, spec, data_root: Path, seed: int, work:
 def torchreid_config(args, data_root: Path, seed: int, decay_step: list[int]) -> dict:
     return {**TORCHREID_RECIPE, "data": str(data_root), "img_h": IMG_H, "img_w": IMG_W, "seed": seed,
             "epochs": args.epochs, "eval_every": eval_every(args.eval_epochs), "decay_step": decay_step,
-            "threads": args.threads, "workers": args.workers}
+            "threads": args.threads, "workers": args.workers, "gpu": args.gpu}
 
 
 # --------------------------------------------------------------------------- #
@@ -175,21 +176,26 @@ def run_torchreid(cfg: dict, save_dir: Path) -> dict:
             pass
 
     torch.set_num_threads(cfg["threads"])
+    use_gpu = cfg.get("gpu") is not None
+    if use_gpu:
+        torch.cuda.set_device(cfg["gpu"])
     tr.utils.set_random_seed(cfg["seed"])
     tr.data.register_image_dataset("synthetic_market", SyntheticMarket)
     batch = cfg["P"] * cfg["K"]
     manager = tr.data.ImageDataManager(
         root=cfg["data"], sources="synthetic_market", height=cfg["img_h"], width=cfg["img_w"],
-        transforms=cfg["transforms"], use_gpu=False, batch_size_train=batch, batch_size_test=batch,
+        transforms=cfg["transforms"], use_gpu=use_gpu, batch_size_train=batch, batch_size_test=batch,
         workers=cfg["workers"], num_instances=cfg["K"], train_sampler="RandomIdentitySampler")
     model = tr.models.build_model(cfg["model"], num_classes=manager.num_train_pids, loss="triplet",
-                                  pretrained=cfg["pretrained"], use_gpu=False)
+                                  pretrained=cfg["pretrained"], use_gpu=use_gpu)
+    if use_gpu:
+        model = model.cuda()
     optimizer = tr.optim.build_optimizer(model, optim=cfg["optimizer"], lr=cfg["lr"],
                                          weight_decay=cfg["weight_decay"])
     scheduler = tr.optim.build_lr_scheduler(optimizer, lr_scheduler=cfg["lr_scheduler"],
                                             stepsize=list(cfg["decay_step"]), gamma=cfg["gamma"])
     engine = RecordingTripletEngine(manager, model, optimizer, margin=cfg["margin"], weight_t=cfg["weight_t"],
-                                    weight_x=cfg["weight_x"], scheduler=scheduler, use_gpu=False)
+                                    weight_x=cfg["weight_x"], scheduler=scheduler, use_gpu=use_gpu)
     engine.run(save_dir=str(save_dir), max_epoch=cfg["epochs"], eval_freq=cfg["eval_every"], print_freq=10,
                dist_metric=cfg["dist_metric"], normalize_feature=cfg["normalize_feature"])
     return {"evaluations": engine.evaluations, "images": engine.images_seen}
@@ -332,6 +338,7 @@ def parse_args(argv):
     parser.add_argument("--test-ids", type=int, default=40)
     parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="CPU threads of each training process")
+    parser.add_argument("--gpu", type=int, default=None, help="train both sides on this CUDA device (default: CPU)")
     parser.add_argument("--workers", type=int, default=2, help="data-loading processes of each training")
     parser.add_argument("--ours-override", action="append", default=[], metavar="KEY=JSON",
                         help="change our params (dotted key, JSON value), e.g. lr.warmup_epoch=0; repeatable")

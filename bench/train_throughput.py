@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from engine.distributed import DistContext  # noqa: E402
 from engine.optim import build_optimizer  # noqa: E402
+from networks.reid_task import param_groups  # noqa: E402
 from engine.params import parse_params  # noqa: E402
 from engine.trainer import Progress, Trainer, autocast_context  # noqa: E402
 from networks.factory import build_model  # noqa: E402
@@ -78,7 +79,7 @@ class OurStep:
             model = model.to(memory_format=torch.channels_last)
         trainer.model = model
         trainer.net = torch.compile(model) if params.compile else model
-        trainer.optimizer = build_optimizer(model, params.optimizer, params.lr.base_lr, params.lr.fc_lr,
+        trainer.optimizer = build_optimizer(param_groups(model, params.lr.base_lr, params.lr.fc_lr), params.optimizer,
                                             params.weight_decay)
         trainer.scaler = None
         trainer.parts = SimpleNamespace(criterion=ReidCriterion(params.tri_loss_params, params.focal_loss,
@@ -92,7 +93,7 @@ class OurStep:
 
     def __call__(self, batch: dict) -> float:
         loss, _, _ = self.trainer.train_step(batch, self.autocast)
-        return loss
+        return float(loss)
 
 
 class BaselineStep:

@@ -453,9 +453,9 @@ def _reid_export_module(net):
 
 def load_model_from_checkpoint(checkpoint_path: str | Path):
     """(model in eval mode on CPU, parsed TrainParams, checkpoint dict) rebuilt from the params stored inside."""
-    from engine.checkpoint import CheckpointError, load_checkpoint, load_weights_strict, resolve_checkpoint_path
+    from engine.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint_path
     from engine.params import parse_params
-    from networks.factory import build_model
+    from engine.tasks import task_module
 
     path = resolve_checkpoint_path(checkpoint_path)
     ckpt = load_checkpoint(path)
@@ -465,8 +465,7 @@ def load_model_from_checkpoint(checkpoint_path: str | Path):
     if ckpt["task"] != params.task:
         raise CheckpointError(f"{path}: checkpoint task {ckpt['task']!r} differs from its params' task "
                               f"{params.task!r}")
-    model = build_model(params.task, params.model_params, ckpt["num_classes"], imagenet_pretrain=False)
-    load_weights_strict(model, ckpt["model"], path)
+    model = task_module(params.task).rebuild_model(params, ckpt, path)
     model.eval()
     return model, params, ckpt
 
@@ -550,7 +549,7 @@ def export_checkpoint(checkpoint_path: str | Path, out_path: str | Path, opset: 
     else:
         module = model
         output_names = ["logits"]
-        dim = int(ckpt["num_classes"])
+        dim = int(ckpt["task_state"]["num_classes"])
         outputs_meaning = {"logits": f"N×{dim} class scores before softmax, in the order of class_names"}
         primary = "logits"
     dynamic_axes = {"images": {0: "batch"}, **{name: {0: "batch"} for name in output_names}}
@@ -559,8 +558,8 @@ def export_checkpoint(checkpoint_path: str | Path, out_path: str | Path, opset: 
         "task": task,
         "model": params.model_params.model,
         "model_params": params.model_params.model_dump(mode="json"),
-        "num_classes": str(int(ckpt["num_classes"])),
-        "class_names": list(ckpt.get("class_names") or []),
+        "num_classes": str(int(ckpt["task_state"]["num_classes"])),
+        "class_names": list(ckpt["task_state"].get("class_names") or []),
         "input_name": "images",
         "input_layout": "NCHW",
         "input_dtype": "float32",
@@ -588,7 +587,7 @@ def export_checkpoint(checkpoint_path: str | Path, out_path: str | Path, opset: 
     }
     report = ExportReport(out_path=str(out_path), source_checkpoint=str(source), task=task,
                           model=params.model_params.model, input_size=[h, w], outputs=output_names, output_dim=dim,
-                          num_classes=int(ckpt["num_classes"]), opset=opset, exporter=exporter, quantize=quantize,
+                          num_classes=int(ckpt["task_state"]["num_classes"]), opset=opset, exporter=exporter, quantize=quantize,
                           parity_inputs=parity_inputs, threshold=_threshold_text(task, quantize))
 
     with torch.no_grad():

@@ -3,13 +3,14 @@
 A checkpoint is a dict of tensors and plain JSON-like values only, so it loads with PyTorch's weights-only unpickler
 and a file carrying any other object (a pickle payload) is refused. Layout (``FORMAT_VERSION`` 2)::
 
-    format_version, task, params (the resolved params as a JSON-compatible dict), num_classes, class_names,
-    model (state dict), optimizer (state dict), epoch / step (where to continue: the next epoch and the next step
+    format_version, task, params (the resolved params as a JSON-compatible dict), task_state (what the task records
+    and checks on resume; re-ID: num_classes, class_names), model (state dict), optimizer (state dict), epoch / step (where to continue: the next epoch and the next step
     in it), global_step, best {metric, value, epoch}, eval_pending (the evaluation owed at the end of the last epoch
     has not run), eval_history (every evaluation record), rng_torch (CPU generator state), rng_cuda (the generator
     state of every CUDA device, [] without CUDA), grad_scaler (fp16 GradScaler state, or None)
 
-Version 1 (before eval_pending, eval_history, rng_cuda and grad_scaler) is read with those at their neutral values.
+Version 1 (num_classes and class_names at the top level; before eval_pending, eval_history, rng_cuda and
+grad_scaler) is read as version 2: its classes become the task state, the rest takes neutral values.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from engine.errors import UserError
 from engine.run_dir import write_atomic
 
 FORMAT_VERSION = 2
-# What a version-1 checkpoint lacks, at values that mean "nothing to restore".
-_V1_DEFAULTS = {"eval_pending": False, "eval_history": [], "rng_cuda": [], "grad_scaler": None}
-REQUIRED_KEYS = ("format_version", "task", "params", "num_classes", "model")
+# Entries a checkpoint may lack (version 1 never has them), at values that mean "nothing to restore".
+_OPTIONAL_DEFAULTS = {"eval_pending": False, "eval_history": [], "rng_cuda": [], "grad_scaler": None}
+REQUIRED_KEYS = {1: ("format_version", "task", "params", "num_classes", "model"),
+                 2: ("format_version", "task", "params", "task_state", "model")}
 
 
 class CheckpointError(UserError):
@@ -88,19 +90,25 @@ def load_file(path: str | Path) -> Any:
 def load_checkpoint(path: str | Path) -> dict:
     """A full checkpoint of this tool, validated."""
     data = load_file(path)
-    if not isinstance(data, dict) or any(key not in data for key in REQUIRED_KEYS):
-        found = sorted(data)[:8] if isinstance(data, dict) else type(data).__name__
-        raise CheckpointError(f"{path}: not a checkpoint of this tool (expected keys {list(REQUIRED_KEYS)}, found "
-                              f"{found}); a bare state dict can be used as pretrain_snapshot")
-    version = data["format_version"]
-    if version == 1:
-        return {**_V1_DEFAULTS, **data}
-    if version != FORMAT_VERSION:
+    version = data.get("format_version") if isinstance(data, dict) else None
+    if version is not None and version not in REQUIRED_KEYS:
         newer = isinstance(version, int) and version > FORMAT_VERSION
         raise CheckpointError(f"{path}: checkpoint format {version!r}; this version of the tool reads formats 1 to "
                               f"{FORMAT_VERSION}" + ("; it was written by a newer version: update the tool" if newer
                                                      else ""))
-    return data
+    required = REQUIRED_KEYS.get(version, REQUIRED_KEYS[FORMAT_VERSION])
+    if not isinstance(data, dict) or any(key not in data for key in required):
+        found = sorted(data)[:8] if isinstance(data, dict) else type(data).__name__
+        raise CheckpointError(f"{path}: not a checkpoint of this tool (expected keys {list(required)}, found "
+                              f"{found}); a bare state dict can be used as pretrain_snapshot")
+    if version == 1:
+        upgraded = {**_OPTIONAL_DEFAULTS, **data, "format_version": FORMAT_VERSION,
+                    "task_state": {"num_classes": data["num_classes"],
+                                   "class_names": list(data.get("class_names") or [])}}
+        for key in ("num_classes", "class_names"):
+            upgraded.pop(key, None)
+        return upgraded
+    return {**_OPTIONAL_DEFAULTS, **data}
 
 
 def state_dict_of(data: Any, path: str | Path) -> dict:

@@ -1,99 +1,60 @@
-"""What a task supplies to the training engine: model, loss and data.
+"""The task contract: what a task supplies to the engine, and how the engine finds a task by name.
 
-The engine (`engine.trainer`) knows nothing about re-ID or classification; it asks ``TASK_BUILDERS[params.task]``
-for a `TaskParts` and runs the same loop for every task.
+The engine (`engine.trainer`) knows no task. For ``params.task`` it imports the task's module lazily and calls its
+``build(params, rank=0, world_size=1) -> TaskParts``. A task module also supplies ``rebuild_model(params,
+checkpoint, path)``: the one way to rebuild its model from a checkpoint, used by offline evaluation, export and
+distillation alike.
+
+Where a task lives: ``trackers/<name>/task.py`` or ``networks/<name>_task.py`` for a task of this repository, or any
+importable module given by its dotted path (``mypkg.my_task``). Adding a task needs no edit here.
 """
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable
+import importlib
+import importlib.util
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any, Callable
 
-import torch
-
-from data.formats import open_train_set
-from data.loader import TrainLoader
-from data.samplers import PKBatchSampler, ShuffledBatchSampler
-from data.transforms import build_train_transform
-from engine.checkpoint import load_file, load_weights_strict, state_dict_of
 from engine.errors import UserError
-from engine.params import SyntheticDataParams, TrainParams
-from networks.factory import build_model
-from networks.losses import build_criterion
 
-log = logging.getLogger(__name__)
+
+@dataclass
+class ParamGroup:
+    """Parameters trained at one learning rate; ``name`` labels the group in logs and TensorBoard (``train/lr_<name>``)
+    and matches it again on resume."""
+
+    name: str
+    params: list
+    lr: float
 
 
 @dataclass
 class TaskParts:
-    model: torch.nn.Module
+    """What a task builds for one training run."""
+
+    model: Any  # torch.nn.Module
     criterion: Callable  # (outputs, labels, images) -> (total loss, {component: loss}, batch accuracy)
-    loader: TrainLoader
-    num_classes: int
-    class_names: tuple[str, ...]
+    loader: Any  # data.loader.TrainLoader (or anything with steps_per_epoch and epoch(e, start_step))
+    param_groups: list[ParamGroup]
+    # JSON-able facts the checkpoint must agree with on resume (re-ID: the number and names of the classes)
+    state: dict = field(default_factory=dict)
+    # whether a step can leave trainable parameters out of the loss (DistributedDataParallel must be told)
+    may_leave_parameters_unused: bool = False
 
 
-def ensure_synthetic_data(root: str | Path, spec: SyntheticDataParams) -> None:
-    """Generate the synthetic dataset named by params into `root` unless it is already there."""
-    from data import synthetic
-
-    ensure, spec_class = {
-        "market": (synthetic.ensure_market, synthetic.MarketSpec),
-        "classes": (synthetic.ensure_classes, synthetic.ClassesSpec),
-    }[spec.type]
-    try:
-        generator_spec = spec_class(seed=spec.seed, **spec.options)
-    except TypeError as err:
-        raise UserError(f"synthetic_data.options: {err}") from None
-    if not Path(root).exists():
-        log.info("generating synthetic %s dataset into %s", spec.type, root)
-    try:
-        ensure(Path(root), generator_spec)
-    except FileExistsError as err:
-        raise UserError(f"batches_dir: {err}") from None
-
-
-def build_classification_or_reid(params: TrainParams, rank: int = 0, world_size: int = 1) -> TaskParts:
-    """Re-ID and image classification share everything but the model head and the default evaluator."""
-    if params.synthetic_data is not None:
-        ensure_synthetic_data(params.batches_dir, params.synthetic_data)
-    image_set = open_train_set(params.batches_dir, params.task)
-    log.info("training data: %s", image_set.description)
-    labels = [record.label for record in image_set.records]
-    sampling = params.batch_sampling_params
-    if sampling.class_balanced:
-        sampler = PKBatchSampler(labels, sampling.P, sampling.K, params.seed, rank, world_size)
-    else:
-        sampler = ShuffledBatchSampler(len(labels), sampling.batch_size, params.seed, rank, world_size)
-    transform = build_train_transform(params.data_augmentation, params.img_h, params.img_w)
-    loader = TrainLoader(image_set, sampler, transform, params.num_preprocess_workers, params.seed)
-
-    model = build_model(params.task, params.model_params, image_set.num_classes, params.imagenet_pretrain,
-                        asoftmax_params=params.asoftmax_params)
-    if params.pretrain_snapshot:
-        load_pretrain_snapshot(model, params.pretrain_snapshot)
-    if params.fine_tune:
-        model.freeze_trunk()
-    criterion = build_criterion(params, image_set.num_classes, image_set.class_names)
-    return TaskParts(model, criterion, loader, image_set.num_classes, image_set.class_names)
-
-
-def load_pretrain_snapshot(model: torch.nn.Module, path: str) -> None:
-    """Initialise from a checkpoint (or bare state dict); the classifier is skipped, and said so, only when the
-    number of classes differs."""
-    state = state_dict_of(load_file(path), path)
-    own = model.state_dict()
-    skip = tuple(sorted({key.rsplit(".", 1)[0] + "." for key in own if key.startswith("classifier")
-                         and key in state and state[key].shape != own[key].shape}))
-    if skip:
-        log.info("pretrain_snapshot: not loading %s (trained for a different number of classes)", ", ".join(skip))
-    load_weights_strict(model, state, path, ignore_prefixes=skip)
-    log.info("pretrain_snapshot: loaded %s", path)
-
-
-TASK_BUILDERS: dict[str, Callable[..., TaskParts]] = {
-    "reid": build_classification_or_reid,
-    "classification": build_classification_or_reid,
-}
+def task_module(name: str) -> ModuleType:
+    """The module of task `name` (see the module docstring); a UserError lists where it was looked for."""
+    candidates = [name] if "." in name else [f"trackers.{name}.task", f"networks.{name}_task"]
+    for module_name in candidates:
+        try:
+            found = importlib.util.find_spec(module_name) is not None
+        except ModuleNotFoundError:  # a parent package that does not exist
+            found = False
+        if found:
+            module = importlib.import_module(module_name)
+            if not callable(getattr(module, "build", None)):
+                raise UserError(f"task: module {module_name!r} ({module.__file__}) has no build(params) function")
+            return module
+    raise UserError(f"task: unknown task {name!r}; looked for {' and '.join(candidates)}")

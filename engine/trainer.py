@@ -36,7 +36,7 @@ from engine.lr_schedule import apply_lr, lr_factor
 from engine.optim import build_optimizer
 from engine.params import TrainParams
 from engine.run_dir import RunDir
-from engine.tasks import TASK_BUILDERS
+from engine.tasks import task_module
 from evaluate import call_evaluator, get_evaluator
 
 log = logging.getLogger(__name__)
@@ -126,14 +126,15 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def may_leave_parameters_unused(params: TrainParams) -> bool:
-    """Whether some step can leave trainable parameters out of the loss, which DistributedDataParallel must be told
-    (it otherwise waits for their gradients and fails on the next step): heads dropped at random, a spectral head
-    gated off until the batch accuracy is reached, or classifiers with no classification loss and no logit
-    distillation to train them."""
-    m, kd = params.model_params, params.distillation_params
-    classifiers_idle = params.tri_loss_params.lambda_cls == 0 and not (kd.enabled and kd.logit_weight > 0)
-    return m.random_drop_branchs > 0 or (m.spectral_trans > 0 and m.spectral_start_accuracy > 0) or classifiers_idle
+def _shown(state: dict, keys: list[str]) -> str:
+    """The differing entries of a task state for a message: plain values first, long lists shortened."""
+    def short(value):
+        if isinstance(value, (list, tuple)) and len(value) > 4:
+            return f"[{len(value)} items: {', '.join(repr(v) for v in value[:3])}, …]"
+        return repr(value)
+
+    ordered = sorted(keys, key=lambda k: (isinstance(state.get(k), (list, tuple, dict)), k))
+    return ", ".join(f"{key}={short(state.get(key))}" for key in ordered) or "the same task state"
 
 
 class Trainer:
@@ -151,10 +152,7 @@ class Trainer:
         if params.cpu_threads:
             torch.set_num_threads(params.cpu_threads)
         seed_everything(params.seed, params.deterministic)
-        if self.dist.is_distributed:
-            self.parts = TASK_BUILDERS[params.task](params, rank=self.dist.rank, world_size=self.dist.world_size)
-        else:
-            self.parts = TASK_BUILDERS[params.task](params)
+        self.parts = task_module(params.task).build(params, rank=self.dist.rank, world_size=self.dist.world_size)
         model = self.parts.model
         if params.sync_bn and self.dist.is_distributed:
             model = convert_sync_batchnorm(model, self.device)
@@ -162,9 +160,10 @@ class Trainer:
         if params.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.lr_scale = scaled_lr(1.0, params.lr_scaling, self.dist.world_size)
-        self.optimizer = build_optimizer(self.model, params.optimizer, params.lr.base_lr * self.lr_scale,
-                                         params.lr.fc_lr * self.lr_scale, params.weight_decay)
-        self.net = wrap_model(self.model, self.dist, find_unused_parameters=may_leave_parameters_unused(params))
+        self._initial_lr = {group.name: group.lr * self.lr_scale for group in self.parts.param_groups}
+        self.optimizer = build_optimizer(self.parts.param_groups, params.optimizer, params.weight_decay,
+                                         lr_scale=self.lr_scale)
+        self.net = wrap_model(self.model, self.dist, find_unused_parameters=self.parts.may_leave_parameters_unused)
         if params.compile:
             self.net = torch.compile(self.net)
         self.scaler = torch.amp.GradScaler("cuda") if params.amp == "fp16" else None
@@ -187,8 +186,7 @@ class Trainer:
             "format_version": ckpt.FORMAT_VERSION,
             "task": self.params.task,
             "params": self.params.model_dump(mode="json", exclude={"tri_loss_margin", "tri_loss_lambda_cls"}),
-            "num_classes": self.parts.num_classes,
-            "class_names": list(self.parts.class_names),
+            "task_state": dict(self.parts.state),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "epoch": p.epoch,
@@ -228,9 +226,11 @@ class Trainer:
 
     def restore(self, path) -> None:
         data = ckpt.load_checkpoint(path)
-        if data["task"] != self.params.task or data["num_classes"] != self.parts.num_classes:
-            raise ckpt.CheckpointError(f"{path}: trained for task {data['task']!r} with {data['num_classes']} "
-                                       f"classes; this run is {self.params.task!r} with {self.parts.num_classes}")
+        if data["task"] != self.params.task or data["task_state"] != self.parts.state:
+            differs = sorted(k for k in set(data["task_state"]) | set(self.parts.state)
+                             if data["task_state"].get(k) != self.parts.state.get(k))
+            raise ckpt.CheckpointError(f"{path}: trained for task {data['task']!r} with {_shown(data['task_state'], differs)}; "
+                                       f"this run is {self.params.task!r} with {_shown(self.parts.state, differs)}")
         ckpt.load_weights_strict(self.model, data["model"], path)
         try:
             self.optimizer.load_state_dict(data["optimizer"])
@@ -304,11 +304,6 @@ class Trainer:
             log.warning("%s holds %d evaluation(s) made after this checkpoint (global step %d) by the continuation "
                         "this resume replaces; they stay in the file", self.run_dir.eval_results, len(later),
                         p.global_step)
-
-    @property
-    def _initial_lr(self) -> dict[str, float]:
-        lr = self.params.lr
-        return {"backbone": lr.base_lr * self.lr_scale, "head": lr.fc_lr * self.lr_scale}
 
     # ----------------------------------------------------------------------------------------------------------
     # evaluation

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from engine.checkpoint import load_checkpoint, load_weights_strict, state_dict_of
+from engine.checkpoint import load_checkpoint
 from engine.errors import UserError
 from engine.params import DistillationParams, ParamsError, TrainParams, parse_params
 
@@ -97,20 +97,19 @@ def training_form(model: nn.Module) -> Iterator[nn.Module]:
 def load_teacher(path: str | Path) -> tuple[nn.Module, TrainParams, dict]:
     """The teacher network of a checkpoint of this tool, rebuilt from its stored params and loaded strictly, in eval
     mode with ``requires_grad=False``; also its params and the checkpoint's ``num_classes`` / ``class_names``."""
-    from networks.factory import build_model  # networks.factory imports engine.params; keep the import local
+    from engine.tasks import task_module  # the task module imports this one; keep the import local
 
     data = load_checkpoint(path)
     try:
         teacher_params = parse_params(dict(data["params"]), f"{path} (teacher's stored params)")
     except ParamsError as err:
         raise UserError(f"distillation_params.teacher_checkpoint: {err}") from None
-    teacher = build_model(teacher_params.task, teacher_params.model_params, int(data["num_classes"]), False,
-                          asoftmax_params=teacher_params.asoftmax_params)
-    load_weights_strict(teacher, state_dict_of(data, path), path)
+    teacher = task_module(teacher_params.task).rebuild_model(teacher_params, data, path)
     teacher.eval()
     for param in teacher.parameters():
         param.requires_grad_(False)
-    info = {"num_classes": int(data["num_classes"]), "class_names": list(data.get("class_names") or [])}
+    state = data["task_state"]
+    info = {"num_classes": int(state["num_classes"]), "class_names": list(state.get("class_names") or [])}
     return teacher, teacher_params, info
 
 

@@ -3,6 +3,7 @@
 import copy
 import json
 import logging
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -20,6 +21,17 @@ TINY_SPEC = MarketSpec(num_train_ids=8, num_test_ids=6, train_images_per_id=6, m
 def tiny_market(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("data") / "market"
     generate_market(root, TINY_SPEC, workers=1)
+    return root
+
+
+@pytest.fixture(scope="session")
+def small_data(tiny_market, tmp_path_factory) -> Path:
+    """4 identities × 2 images (flat, Market-named): with P=2, K=2 an epoch is 2 steps of 4 images."""
+    root = tmp_path_factory.mktemp("small") / "data"
+    root.mkdir()
+    for pid in ("0001", "0002", "0003", "0004"):
+        for image in sorted((tiny_market / "bounding_box_train").glob(f"{pid}_*.jpg"))[:2]:
+            shutil.copy(image, root / image.name)
     return root
 
 

@@ -354,7 +354,7 @@ def test_resume_with_a_checkpoint_for_another_number_of_classes(tmp_path, tiny_m
     ckpt["params"]["batches_dir"] = str(data)
     save_atomic(ckpt, run.latest)
     before = snapshot(run.latest)
-    refused(train_args(cfg_seven, "r", "--resume", "latest"), str(run.latest), "7 classes", "with 8")
+    refused(train_args(cfg_seven, "r", "--resume", "latest"), str(run.latest), "num_classes=7", "with num_classes=8")
     assert snapshot(run.latest) == before
 
 

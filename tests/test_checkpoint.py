@@ -135,12 +135,15 @@ def test_version_1_checkpoints_still_resume_and_a_newer_version_is_refused(tmp_p
                                                                            restore_process_state):
     trainer = _trainer(tmp_path, tiny_market)
     assert trainer.run() == "finished"
-    # a version-1 file, as written before eval_pending, eval_history, rng_cuda and grad_scaler existed
-    old = {k: v for k, v in torch.load(trainer.run_dir.latest, weights_only=True).items()
-           if k not in ("eval_pending", "eval_history", "rng_cuda", "grad_scaler")}
-    old["format_version"] = 1
+    # a version-1 file: classes at the top level; no eval_pending, eval_history, rng_cuda, grad_scaler
+    current = torch.load(trainer.run_dir.latest, weights_only=True)
+    old = {k: v for k, v in current.items()
+           if k not in ("task_state", "eval_pending", "eval_history", "rng_cuda", "grad_scaler")}
+    old.update(format_version=1, num_classes=current["task_state"]["num_classes"],
+               class_names=current["task_state"]["class_names"])
     torch.save(old, tmp_path / "v1.pth")
     loaded = load_checkpoint(tmp_path / "v1.pth")
+    assert loaded["task_state"] == current["task_state"] and loaded["format_version"] == 2
     assert (loaded["eval_pending"], loaded["eval_history"], loaded["rng_cuda"], loaded["grad_scaler"]) == \
         (False, [], [], None)
     resumed = _trainer(tmp_path / "again", tiny_market, epochs=2)

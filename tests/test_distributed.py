@@ -200,7 +200,7 @@ def test_lr_scaling_rule_and_step_remap():
     ({"model_params": {"spectral_trans": 0.3, "spectral_start_accuracy": 0.9}}, True),
 ])
 def test_ddp_is_told_when_a_step_can_leave_parameters_unused(tmp_path, overrides, unused):
-    from engine.trainer import may_leave_parameters_unused
+    from networks.reid_task import may_leave_parameters_unused
 
     params = parse_params(tiny_params(tmp_path, tmp_path / "runs", **overrides))
     assert may_leave_parameters_unused(params) is unused
@@ -341,11 +341,11 @@ def test_two_process_ddp_equals_one_process_on_the_global_batch_then_resumes_in_
     run_one, run_two = RunDir(tmp_path / "runs" / "one"), RunDir(tmp_path / "runs" / "two")
     ckpt_two = load_checkpoint(run_two.latest)
     assert (ckpt_two["world_size"], ckpt_two["global_step"]) == (2, load_checkpoint(run_one.latest)["global_step"])
-    from engine.tasks import TASK_BUILDERS
     from engine.trainer import seed_everything
+    from networks.reid_task import build
 
     seed_everything(0, False)
-    init = TASK_BUILDERS["reid"](parse_params(one)).model.state_dict()
+    init = build(parse_params(one)).model.state_dict()
     assert update_norms(run_one.latest, run_two.latest, init) < 1e-2
 
     # rank 0 alone writes: one TensorBoard file, INFO lines only from rank 0

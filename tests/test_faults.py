@@ -15,7 +15,6 @@ import logging
 import math
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -43,17 +42,6 @@ STEPS = 2  # per epoch
 @pytest.fixture(autouse=True)
 def _restore(restore_process_state):
     yield
-
-
-@pytest.fixture(scope="module")
-def small_data(tiny_market, tmp_path_factory) -> Path:
-    """4 identities × 2 images (flat, Market-named): with P=2, K=2 an epoch is 2 steps of 4 images."""
-    root = tmp_path_factory.mktemp("faults") / "data"
-    root.mkdir()
-    for pid in ("0001", "0002", "0003", "0004"):
-        for image in sorted((tiny_market / "bounding_box_train").glob(f"{pid}_*.jpg"))[:2]:
-            shutil.copy(image, root / image.name)
-    return root
 
 
 def fault_params(data: Path, working_dir: Path, **overrides) -> dict:
@@ -375,16 +363,16 @@ class _PoisonedCriterion:
 
 
 def _poison(monkeypatch, component: str, value: float, at: int, every: bool = False):
-    from engine.trainer import TASK_BUILDERS
+    from networks import reid_task
 
-    build = TASK_BUILDERS["reid"]
+    build = reid_task.build
 
     def poisoned(params, *args, **kwargs):
         parts = build(params, *args, **kwargs)
         parts.criterion = _PoisonedCriterion(parts.criterion, component, value, at, every)
         return parts
 
-    monkeypatch.setitem(TASK_BUILDERS, "reid", poisoned)
+    monkeypatch.setattr(reid_task, "build", poisoned)
 
 
 @pytest.mark.parametrize("component, value", [("triplet", float("nan")), ("cls", float("inf"))])

@@ -8,6 +8,7 @@ import torch
 from engine.errors import UserError
 from engine.lr_schedule import apply_lr, lr_factor
 from engine.optim import build_optimizer
+from networks.reid_task import param_groups
 from engine.params import LrParams, ModelParams, TriLossParams
 from networks.factory import backbone_parameters, build_model, head_parameters
 from networks.losses import ReidCriterion
@@ -31,7 +32,7 @@ def net():
     ("rmsprop", torch.optim.RMSprop, {"momentum": 0.9}),
 ])
 def test_optimizer_groups(net, name, cls, extra):
-    opt = build_optimizer(net, name, base_lr=0.01, fc_lr=0.1, weight_decay=5e-4)
+    opt = build_optimizer(param_groups(net, 0.01, 0.1), name, 5e-4)
     assert type(opt) is cls
     groups = {g["name"]: g for g in opt.param_groups}
     assert list(groups) == ["backbone", "head"]
@@ -50,14 +51,14 @@ def test_optimizer_groups(net, name, cls, extra):
 
 def test_unknown_optimizer(net):
     with pytest.raises(UserError, match="optimizer"):
-        build_optimizer(net, "lbfgs", 0.01, 0.1, 0.0)
+        build_optimizer(param_groups(net, 0.01, 0.1), "lbfgs", 0.0)
 
 
 def test_fine_tune_freezes_trunk_weights_and_bn_stats():
     torch.manual_seed(0)
     net = build_model("reid", ModelParams(model="resnet18", feature_dim=16, dropout=0.0), 4, False)
     net.freeze_trunk()
-    opt = build_optimizer(net, "sgd", base_lr=0.01, fc_lr=0.1, weight_decay=5e-4)
+    opt = build_optimizer(param_groups(net, 0.01, 0.1), "sgd", 5e-4)
     assert [g["name"] for g in opt.param_groups] == ["head"]
 
     trunk_before = {k: v.clone() for k, v in net.trunk.state_dict().items()}
@@ -129,7 +130,7 @@ def test_lr_bad_arguments():
 
 
 def test_apply_lr(net):
-    opt = build_optimizer(net, "adam", base_lr=0.02, fc_lr=0.2, weight_decay=0.0)
+    opt = build_optimizer(param_groups(net, 0.02, 0.2), "adam", 0.0)
     apply_lr(opt, 0.5)
     assert {g["name"]: g["lr"] for g in opt.param_groups} == pytest.approx({"backbone": 0.01, "head": 0.1})
     apply_lr(opt, 1.0)  # from initial_lr, not compounded

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from engine.checkpoint import FORMAT_VERSION
 from engine.errors import UserError
 from engine.optim import build_optimizer
+from networks.reid_task import param_groups
 from engine.params import (AsoftmaxParams, DistillationParams, ModelParams, ParamsError, TriLossParams,
                            parse_params)
 from networks import factory
@@ -325,7 +326,8 @@ def _save_teacher(tmp_path, params_dict, num_classes=4, class_names=CLASS_NAMES)
     path = tmp_path / "teacher.pth"
     torch.save({"format_version": FORMAT_VERSION, "task": "reid",
                 "params": params.model_dump(mode="json", exclude={"tri_loss_margin", "tri_loss_lambda_cls"}),
-                "num_classes": num_classes, "class_names": list(class_names), "model": net.state_dict()}, path)
+                "task_state": {"num_classes": num_classes, "class_names": list(class_names)},
+                "model": net.state_dict()}, path)
     return path, net
 
 
@@ -445,7 +447,7 @@ def test_every_combination_trains_one_step_or_is_refused(combo, tiny_trunk):
     torch.manual_seed(0)
     model = build_model("reid", params.model_params, 4, False, asoftmax_params=params.asoftmax_params).train()
     criterion = build_criterion(params, 4, CLASS_NAMES)
-    optimizer = build_optimizer(model, "sgd", 0.01, 0.01, 5e-4)
+    optimizer = build_optimizer(param_groups(model, 0.01, 0.01), "sgd", 5e-4)
     head_before = [p.detach().clone() for p in model.parameters() if p.ndim == 2]
     criterion.set_global_step(1)
     outputs = model(_images())

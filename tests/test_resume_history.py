@@ -13,8 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from conftest import tiny_params, write_params
 from engine.checkpoint import load_checkpoint
 from engine.distributed import FAULT_ENV, FAULT_EXIT_CODE
@@ -22,17 +20,7 @@ from engine.run_dir import RunDir
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGINS = Path(__file__).resolve().parent / "plugins"
-STEPS = 2  # per epoch: 4 identities × 2 images, P=2, K=2
-
-
-@pytest.fixture(scope="module")
-def four_ids(tiny_market, tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("resume_history") / "data"
-    root.mkdir()
-    for pid in ("0001", "0002", "0003", "0004"):
-        for image in sorted((tiny_market / "bounding_box_train").glob(f"{pid}_*.jpg"))[:2]:
-            (root / image.name).write_bytes(image.read_bytes())
-    return root
+STEPS = 2  # per epoch: small_data (4 identities × 2 images) with P=2, K=2
 
 
 def setup_run(tmp_path: Path, data: Path, epochs: int, scores: dict[int, float], kill_at_step=None) -> Path:
@@ -60,9 +48,9 @@ def history(run: RunDir) -> list[tuple[int, float, bool]]:
     return [(r["epoch"], r["metrics"]["score"], r["is_best"]) for r in run.read_eval_results()]
 
 
-def test_resume_from_an_epoch_snapshot_keeps_the_better_best(four_ids, tmp_path):
+def test_resume_from_an_epoch_snapshot_keeps_the_better_best(small_data, tmp_path):
     # epoch 1 scores 0.5; the process dies during epoch 2 (after its first step)
-    config = setup_run(tmp_path, four_ids, epochs=3, scores={2: 0.5, 4: 0.3, 6: 0.4})
+    config = setup_run(tmp_path, small_data, epochs=3, scores={2: 0.5, 4: 0.3, 6: 0.4})
     died = train(config, fault=f"0:{STEPS + 1}")
     assert died.returncode == FAULT_EXIT_CODE, died.stderr[-2000:]
     run = RunDir(tmp_path / "runs" / "run")
@@ -78,13 +66,13 @@ def test_resume_from_an_epoch_snapshot_keeps_the_better_best(four_ids, tmp_path)
     assert run.read_state().best_value == 0.5
 
 
-def test_resume_never_replaces_a_better_model_best_from_the_abandoned_continuation(four_ids, tmp_path):
-    config = setup_run(tmp_path, four_ids, epochs=3, scores={2: 0.5, 4: 0.3, 6: 0.9})
+def test_resume_never_replaces_a_better_model_best_from_the_abandoned_continuation(small_data, tmp_path):
+    config = setup_run(tmp_path, small_data, epochs=3, scores={2: 0.5, 4: 0.3, 6: 0.9})
     assert train(config).returncode == 0
     run = RunDir(tmp_path / "runs" / "run")
     assert load_checkpoint(run.best)["epoch"] == 3
     # go back to epoch 1; this time epoch 3 scores 0.6, worse than the kept 0.9
-    setup_run(tmp_path, four_ids, epochs=3, scores={2: 0.5, 4: 0.3, 6: 0.6})
+    setup_run(tmp_path, small_data, epochs=3, scores={2: 0.5, 4: 0.3, 6: 0.6})
     resumed = train(config, "--resume", "1")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     best = load_checkpoint(run.best)
@@ -93,8 +81,8 @@ def test_resume_never_replaces_a_better_model_best_from_the_abandoned_continuati
     assert "made after this checkpoint" in run.log.read_text()
 
 
-def test_a_run_killed_during_its_final_evaluation_evaluates_once_on_resume(four_ids, tmp_path):
-    config = setup_run(tmp_path, four_ids, epochs=2, scores={2: 0.2, 4: 0.7}, kill_at_step=2 * STEPS)
+def test_a_run_killed_during_its_final_evaluation_evaluates_once_on_resume(small_data, tmp_path):
+    config = setup_run(tmp_path, small_data, epochs=2, scores={2: 0.2, 4: 0.7}, kill_at_step=2 * STEPS)
     died = train(config)
     assert died.returncode == -9, died.stderr[-2000:]  # SIGKILL in the middle of the last evaluation
     run = RunDir(tmp_path / "runs" / "run")

@@ -1,0 +1,109 @@
+"""The re-ID task (and plain image classification, which shares all of it but the head and the evaluator): model,
+loss, data, parameter groups and rebuild-from-checkpoint for the engine (the contract: `engine.tasks`)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from data.formats import open_train_set
+from data.loader import TrainLoader
+from data.samplers import PKBatchSampler, ShuffledBatchSampler
+from data.transforms import build_train_transform
+from engine.checkpoint import CheckpointError, load_file, load_weights_strict, state_dict_of
+from engine.errors import UserError
+from engine.params import SyntheticDataParams, TrainParams
+from engine.tasks import ParamGroup, TaskParts
+from networks.factory import backbone_parameters, build_model, head_parameters
+from networks.losses import build_criterion
+
+log = logging.getLogger(__name__)
+
+
+def ensure_synthetic_data(root: str | Path, spec: SyntheticDataParams) -> None:
+    """Generate the synthetic dataset named by params into `root` unless it is already there."""
+    from data import synthetic
+
+    ensure, spec_class = {
+        "market": (synthetic.ensure_market, synthetic.MarketSpec),
+        "classes": (synthetic.ensure_classes, synthetic.ClassesSpec),
+    }[spec.type]
+    try:
+        generator_spec = spec_class(seed=spec.seed, **spec.options)
+    except TypeError as err:
+        raise UserError(f"synthetic_data.options: {err}") from None
+    if not Path(root).exists():
+        log.info("generating synthetic %s dataset into %s", spec.type, root)
+    try:
+        ensure(Path(root), generator_spec)
+    except FileExistsError as err:
+        raise UserError(f"batches_dir: {err}") from None
+
+
+def build(params: TrainParams, rank: int = 0, world_size: int = 1) -> TaskParts:
+    """Re-ID and image classification share everything but the model head and the default evaluator."""
+    if params.synthetic_data is not None:
+        ensure_synthetic_data(params.batches_dir, params.synthetic_data)
+    image_set = open_train_set(params.batches_dir, params.task)
+    log.info("training data: %s", image_set.description)
+    labels = [record.label for record in image_set.records]
+    sampling = params.batch_sampling_params
+    if sampling.class_balanced:
+        sampler = PKBatchSampler(labels, sampling.P, sampling.K, params.seed, rank, world_size)
+    else:
+        sampler = ShuffledBatchSampler(len(labels), sampling.batch_size, params.seed, rank, world_size)
+    transform = build_train_transform(params.data_augmentation, params.img_h, params.img_w)
+    loader = TrainLoader(image_set, sampler, transform, params.num_preprocess_workers, params.seed)
+
+    model = build_model(params.task, params.model_params, image_set.num_classes, params.imagenet_pretrain,
+                        asoftmax_params=params.asoftmax_params)
+    if params.pretrain_snapshot:
+        load_pretrain_snapshot(model, params.pretrain_snapshot)
+    if params.fine_tune:
+        model.freeze_trunk()
+    criterion = build_criterion(params, image_set.num_classes, image_set.class_names)
+    groups = param_groups(model, params.lr.base_lr, params.lr.fc_lr)
+    state = {"num_classes": image_set.num_classes, "class_names": list(image_set.class_names)}
+    return TaskParts(model, criterion, loader, groups, state, may_leave_parameters_unused(params))
+
+
+def param_groups(model: torch.nn.Module, base_lr: float, fc_lr: float) -> list[ParamGroup]:
+    """"backbone" (the trunk, at ``lr.base_lr``) and "head" (everything else, at ``lr.fc_lr``)."""
+    return [ParamGroup("backbone", backbone_parameters(model), base_lr),
+            ParamGroup("head", head_parameters(model), fc_lr)]
+
+
+def may_leave_parameters_unused(params: TrainParams) -> bool:
+    """Whether some step can leave trainable parameters out of the loss: heads dropped at random, a spectral head
+    gated off until the batch accuracy is reached, or classifiers with no classification loss and no logit
+    distillation to train them."""
+    m, kd = params.model_params, params.distillation_params
+    classifiers_idle = params.tri_loss_params.lambda_cls == 0 and not (kd.enabled and kd.logit_weight > 0)
+    return m.random_drop_branchs > 0 or (m.spectral_trans > 0 and m.spectral_start_accuracy > 0) or classifiers_idle
+
+
+def rebuild_model(params: TrainParams, checkpoint: dict, path: str | Path) -> torch.nn.Module:
+    """The trained model of a checkpoint of this task (in train mode, on the CPU), built from `params` (the ones stored
+    in it, possibly with evaluation settings changed) and its recorded number of classes, weights loaded strictly."""
+    num_classes = checkpoint["task_state"].get("num_classes")
+    if not isinstance(num_classes, int):
+        raise CheckpointError(f"{path}: its task state has no number of classes (found {checkpoint['task_state']!r})")
+    model = build_model(params.task, params.model_params, num_classes, imagenet_pretrain=False,
+                        asoftmax_params=params.asoftmax_params)
+    load_weights_strict(model, checkpoint["model"], path)
+    return model
+
+
+def load_pretrain_snapshot(model: torch.nn.Module, path: str) -> None:
+    """Initialise from a checkpoint (or bare state dict); the classifier is skipped, and said so, only when the
+    number of classes differs."""
+    state = state_dict_of(load_file(path), path)
+    own = model.state_dict()
+    skip = tuple(sorted({key.rsplit(".", 1)[0] + "." for key in own if key.startswith("classifier")
+                         and key in state and state[key].shape != own[key].shape}))
+    if skip:
+        log.info("pretrain_snapshot: not loading %s (trained for a different number of classes)", ", ".join(skip))
+    load_weights_strict(model, state, path, ignore_prefixes=skip)
+    log.info("pretrain_snapshot: loaded %s", path)
