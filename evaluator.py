@@ -123,7 +123,7 @@ def main(argv=None) -> int:
     if args.print_schema:
         from engine.params import EvalParams, json_schema
 
-        print(json.dumps(json_schema(EvalParams), indent=2))
+        print(json.dumps(json_schema([EvalParams]), indent=2))
         return 0
     if args.eval_params is None:
         parser.error("the eval_params.json file is required (or --print-schema)")

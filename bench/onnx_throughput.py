@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     import onnxruntime as ort
 
     from deploy.export import export_module, random_images
-    from engine.params import ModelParams
+    from networks.reid_params import ModelParams
     from networks.factory import build_model
 
     if args.threads:

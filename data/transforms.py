@@ -17,7 +17,7 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode, v2
 
 from data.imaging import IMAGENET_MEAN, IMAGENET_STD
-from engine.params import DataAugmentationParams
+from data.options import DataAugmentationParams
 
 ERASING_SCALE = (0.02, 0.4)
 ERASING_RATIO = (0.3, 3.3)

@@ -452,7 +452,7 @@ def _reid_export_module(net):
 
 
 def load_model_from_checkpoint(checkpoint_path: str | Path):
-    """(model in eval mode on CPU, parsed TrainParams, checkpoint dict) rebuilt from the params stored inside."""
+    """(model in eval mode on CPU, parsed ReidParams, checkpoint dict) rebuilt from the params stored inside."""
     from engine.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint_path
     from engine.params import parse_params
     from engine.tasks import task_module

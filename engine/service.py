@@ -28,7 +28,7 @@ from typing import Optional
 from engine import early_stop
 from engine.dist_env import LAUNCHER_PID_ENV, DistEnv, process_count
 from engine.errors import UserError
-from engine.params import TrainParams, load_params, params_to_json
+from engine.params import EngineParams, load_params, params_to_json
 from engine.run_dir import RunDir, RunState, effective_state, pid_alive, write_text_atomic
 
 # torch is imported only where training or a checkpoint needs it, so that start_train, status and stop_train answer
@@ -84,18 +84,25 @@ def resume_checkpoint(run_dir: RunDir, resume: str) -> Optional[Path]:
     return path
 
 
-def check_resumable(params: TrainParams, checkpoint_params: dict, source: str) -> None:
+def resumable_changes(params: EngineParams) -> set[str]:
+    """The engine's resumable keys plus those the task declares (``RESUMABLE_CHANGES`` of its module)."""
+    from engine.tasks import task_module
+
+    return RESUMABLE_CHANGES | set(getattr(task_module(params.task), "RESUMABLE_CHANGES", ()))
+
+
+def check_resumable(params: EngineParams, checkpoint_params: dict, source: str) -> None:
     new = json.loads(params_to_json(params))
     old = dict(checkpoint_params)
+    fields = type(params).model_fields
     for key in set(new) - set(old):  # a key added to the schema after the checkpoint was written: its default
-        field = TrainParams.model_fields[key]
-        if not field.is_required():
-            old[key] = json.loads(json.dumps(field.get_default(call_default_factory=True), default=_jsonable))
-    changed = sorted(key for key in set(new) | set(old)
-                     if key not in RESUMABLE_CHANGES and new.get(key) != old.get(key))
+        if not fields[key].is_required():
+            old[key] = json.loads(json.dumps(fields[key].get_default(call_default_factory=True), default=_jsonable))
+    allowed = resumable_changes(params)
+    changed = sorted(key for key in set(new) | set(old) if key not in allowed and new.get(key) != old.get(key))
     if changed:
         raise UserError(f"{source}: cannot resume with different {', '.join(changed)} (a resumed run may change only "
-                        f"{', '.join(sorted(RESUMABLE_CHANGES))}); start a new run with pretrain_snapshot instead")
+                        f"{', '.join(sorted(allowed))}); start a new run with pretrain_snapshot instead")
 
 
 def _jsonable(value):
@@ -166,6 +173,7 @@ class Launch:
         return str(self.config_path or self.run_dir.params)
 
     def _check_inputs(self, attach: bool) -> None:
+        from engine.tasks import task_module
         from evaluate import check_evaluator_inputs
 
         p = self.params
@@ -179,22 +187,11 @@ class Launch:
             check_local_devices(p.parallels, process_count(p.parallels, None))
         elif p.amp == "fp16":
             raise UserError("amp: fp16 needs a CUDA device; use \"bf16\" on the CPU")
-        if p.synthetic_data is None and not Path(p.batches_dir).exists():
-            raise UserError(f"batches_dir: {p.batches_dir} does not exist (expected a Market-1501 root, a folder "
-                            "per identity/class, or an LMDB pack)")
-        if p.synthetic_data is not None:
-            from data.synthetic import is_generated
-
-            if Path(p.batches_dir).exists() and not is_generated(p.batches_dir):
-                # the shipped params.json pointed at a real dataset: say what to change
-                raise UserError(f"batches_dir: {p.batches_dir} holds data that `python -m data.synthetic` did not "
-                                f"make, while synthetic_data asks to generate the synthetic {p.synthetic_data.type!r} "
-                                f"set there; to train on {p.batches_dir}, remove \"synthetic_data\" from the params "
-                                "file (to get the synthetic set, point batches_dir at a folder that does not exist)")
+        check = getattr(task_module(p.task), "check_inputs", None)
+        if callable(check):
+            check(p)
         if p.evaluation_params.type:
             check_evaluator_inputs(p.evaluation_params.type, p)
-        if p.pretrain_snapshot and not Path(p.pretrain_snapshot).is_file():
-            raise UserError(f"pretrain_snapshot: {p.pretrain_snapshot} does not exist")
         state = self.run_dir.read_state()
         if not attach and state is not None and effective_state(state) in ("starting", "running"):
             raise UserError(f"run {self.run_dir.path} is already running (pid {state.pid})")

@@ -1,9 +1,16 @@
 """The task contract: what a task supplies to the engine, and how the engine finds a task by name.
 
-The engine (`engine.trainer`) knows no task. For ``params.task`` it imports the task's module lazily and calls its
-``build(params, rank=0, world_size=1) -> TaskParts``. A task module also supplies ``rebuild_model(params,
-checkpoint, path)``: the one way to rebuild its model from a checkpoint, used by offline evaluation, export and
-distillation alike.
+The engine knows no task. For ``params.task`` it imports the task's module lazily; the module supplies:
+
+- ``PARAMS``: its params class, extending `engine.params.EngineParams` with the task's own sections;
+- ``build(params, rank=0, world_size=1) -> TaskParts``: model, loss, data, parameter groups, task state;
+- ``rebuild_model(params, checkpoint, path)``: the one way to rebuild its model from a checkpoint, used by offline
+  evaluation, export and distillation alike;
+- optionally ``check_inputs(params)`` (refuse missing or wrong inputs before a run starts) and
+  ``RESUMABLE_CHANGES`` (keys of its own that a resumed run may change, beyond the engine's).
+
+The module must be cheap to import (torch inside functions): ``start_train`` reads ``PARAMS`` and runs
+``check_inputs`` and returns without loading torch.
 
 Where a task lives: ``trackers/<name>/task.py`` or ``networks/<name>_task.py`` for a task of this repository, or any
 importable module given by its dotted path (``mypkg.my_task``). Adding a task needs no edit here.
@@ -14,6 +21,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
 
@@ -42,6 +50,14 @@ class TaskParts:
     state: dict = field(default_factory=dict)
     # whether a step can leave trainable parameters out of the loss (DistributedDataParallel must be told)
     may_leave_parameters_unused: bool = False
+
+
+def builtin_task_names() -> list[str]:
+    """The tasks of this repository, by their files (nothing is imported)."""
+    root = Path(__file__).resolve().parent.parent
+    names = {path.name[:-len("_task.py")] for path in (root / "networks").glob("*_task.py")}
+    names |= {path.parent.name for path in (root / "trackers").glob("*/task.py")}
+    return sorted(names)
 
 
 def task_module(name: str) -> ModuleType:

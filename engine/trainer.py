@@ -34,7 +34,7 @@ from engine.distributed import (DistContext, DistEnv, convert_sync_batchnorm, de
 from engine.errors import UserError
 from engine.lr_schedule import apply_lr, lr_factor
 from engine.optim import build_optimizer
-from engine.params import TrainParams
+from engine.params import EngineParams, params_dict
 from engine.run_dir import RunDir
 from engine.tasks import task_module
 from evaluate import call_evaluator, get_evaluator
@@ -86,7 +86,7 @@ class StopRequest:
         return self.signalled or self.run_dir.stop_file.exists()
 
 
-def resolve_device(params: TrainParams, env: Optional[DistEnv] = None) -> torch.device:
+def resolve_device(params: EngineParams, env: Optional[DistEnv] = None) -> torch.device:
     """This process's device: the CPU for ``parallels: []``, else ``cuda:parallels[LOCAL_RANK]``."""
     return device_for(params.parallels, env or DistEnv())
 
@@ -107,7 +107,7 @@ def resolve_amp(amp: str, device: torch.device) -> str:
     return amp
 
 
-def autocast_context(params: TrainParams, device: torch.device):
+def autocast_context(params: EngineParams, device: torch.device):
     amp = resolve_amp(params.amp, device)
     if amp == "none":
         return nullcontext()
@@ -142,7 +142,7 @@ class Trainer:
     :func:`resolve_device`. ``self.model`` is always the unwrapped model (checkpoints, evaluation); ``self.net`` is
     what the training step calls (DDP and/or torch.compile around it)."""
 
-    def __init__(self, params: TrainParams, run_dir: RunDir, show_progress: bool = False,
+    def __init__(self, params: EngineParams, run_dir: RunDir, show_progress: bool = False,
                  dist: Optional[DistContext] = None):
         self.params = params
         self.run_dir = run_dir
@@ -185,7 +185,7 @@ class Trainer:
         return {
             "format_version": ckpt.FORMAT_VERSION,
             "task": self.params.task,
-            "params": self.params.model_dump(mode="json", exclude={"tri_loss_margin", "tri_loss_lambda_cls"}),
+            "params": params_dict(self.params),
             "task_state": dict(self.parts.state),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),

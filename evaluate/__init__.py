@@ -6,11 +6,11 @@ An evaluator is a module exposing ``run_eval``; ``evaluation_params.type`` names
 
     def run_eval(params, model, device, writer=None, global_step=0) -> tuple[dict[str, float], str]
 
-returns a flat dict of float metrics and the name of the primary one (higher is better). ``params`` is the parsed
-`engine.params.TrainParams`; ``model`` maps an image batch to outputs (a torch module in eval mode, or the ONNX Runtime
-wrapper offline); ``writer`` is the run's TensorBoard writer (None offline). Optional context keywords an evaluator may
-declare: ``feature_path`` and ``model_file`` (offline feature cache), ``class_names`` (classification). Only the
-keywords a ``run_eval`` declares are passed to it.
+returns a flat dict of float metrics and the name of the primary one (higher is better). ``params`` is the run's
+parsed params (`engine.params.EngineParams` extended by its task's sections); ``model`` maps an image batch to
+outputs (a torch module in eval mode, or the ONNX Runtime wrapper offline); ``writer`` is the run's TensorBoard writer
+(None offline). Optional context keywords an evaluator may declare: ``feature_path`` and ``model_file`` (offline
+feature cache), ``class_names`` (classification). Only the keywords a ``run_eval`` declares are passed to it.
 
 An evaluator may also define ``check_inputs(params)``: ``start_train`` calls it before anything runs, so missing or
 wrong evaluation data is refused at once rather than at the first evaluation (hours later on real data). Keep the

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from data.formats import CLASS_EVAL_LAYOUT, check_eval_root, open_classification_eval, open_train_set
 from engine.errors import UserError
-from engine.params import TrainParams
+
+if TYPE_CHECKING:  # the params of the task these evaluators serve; only a type here
+    from networks.reid_params import ReidParams
 
 log = logging.getLogger(__name__)
 PRIMARY = "top1"
@@ -32,7 +34,7 @@ def _has_class_folders(root: Path) -> bool:
     return any(entry.is_dir() and not entry.name.startswith(".") for entry in base.iterdir())
 
 
-def check_inputs(params: TrainParams) -> None:
+def check_inputs(params: ReidParams) -> None:
     """Before training: the validation data is a folder per class (data that the run generates itself is checked
     when it exists)."""
     ev = params.evaluation_params
@@ -42,7 +44,7 @@ def check_inputs(params: TrainParams) -> None:
     check_eval_root(ev.data_dir or params.batches_dir, key, CLASS_EVAL_LAYOUT, _has_class_folders)
 
 
-def run_eval(params: TrainParams, model: Callable, device, writer=None,
+def run_eval(params: ReidParams, model: Callable, device, writer=None,
              global_step: int = 0, class_names=None) -> tuple[dict[str, float], str]:
     # Imported here so that importing this module (start_train checks its inputs) does not load torch.
     from data.loader import build_eval_loader

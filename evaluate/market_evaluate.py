@@ -12,36 +12,38 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
 
 from data.formats import REID_EVAL_LAYOUTS, check_eval_root, is_reid_eval_root, open_reid_eval
 from data.readers import decode_image
 from engine.errors import UserError
-from engine.params import TrainParams
 from evaluate.metrics import pairwise_distances, rank_metrics, rank_metrics_from_features, topk_filtered
 from evaluate.postprocess import spectral_refine
 from evaluate.rerank import k_reciprocal_rerank
 from evaluate.visualize import cmc_curve_image, ranked_grid
 
+if TYPE_CHECKING:  # the params of the task these evaluators serve; only a type here
+    from networks.reid_params import ReidParams
+
 log = logging.getLogger(__name__)
 PRIMARY = "rank1"
 
 
-def eval_data_dir(params: TrainParams) -> Path:
+def eval_data_dir(params: ReidParams) -> Path:
     data_dir = params.evaluation_params.data_dir or params.batches_dir
     return Path(data_dir)
 
 
-def eval_data_key(params: TrainParams) -> str:
+def eval_data_key(params: ReidParams) -> str:
     """The params key that names the evaluation data, for messages."""
     if params.evaluation_params.data_dir:
         return "evaluation_params.data_dir"
     return "evaluation_params.data_dir (not set, so batches_dir)"
 
 
-def check_inputs(params: TrainParams) -> None:
+def check_inputs(params: ReidParams) -> None:
     """Before training: the evaluation data is a re-ID evaluation root (data that the run generates itself, the
     synthetic demo set, is checked when it exists)."""
     if params.evaluation_params.data_dir is None and params.synthetic_data is not None:
@@ -49,7 +51,7 @@ def check_inputs(params: TrainParams) -> None:
     check_eval_root(eval_data_dir(params), eval_data_key(params), REID_EVAL_LAYOUTS, is_reid_eval_root)
 
 
-def compute_features(params: TrainParams, model: Callable, device, query, gallery,
+def compute_features(params: ReidParams, model: Callable, device, query, gallery,
                      feature_path: Optional[str] = None, model_file: Optional[str] = None):
     # Imported here so that importing this module (start_train checks its inputs) does not load torch.
     from data.loader import build_eval_loader
@@ -76,7 +78,7 @@ def compute_features(params: TrainParams, model: Callable, device, query, galler
     return q, g
 
 
-def run_eval(params: TrainParams, model: Callable, device, writer=None, global_step: int = 0,
+def run_eval(params: ReidParams, model: Callable, device, writer=None, global_step: int = 0,
              feature_path: Optional[str] = None, model_file: Optional[str] = None) -> tuple[dict[str, float], str]:
     ev = params.evaluation_params
     query, gallery = open_reid_eval(eval_data_dir(params))

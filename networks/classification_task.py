@@ -1,6 +1,6 @@
 """Plain image classification: the re-ID task's code with a classifier network (``networks.factory`` picks it by
 ``params.task``) and ``classification_evaluate`` as its evaluator."""
 
-from networks.reid_task import build, rebuild_model
+from networks.reid_task import PARAMS, build, check_inputs, rebuild_model
 
-__all__ = ["build", "rebuild_model"]
+__all__ = ["PARAMS", "build", "check_inputs", "rebuild_model"]

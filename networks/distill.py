@@ -33,7 +33,8 @@ from torch import Tensor, nn
 
 from engine.checkpoint import load_checkpoint
 from engine.errors import UserError
-from engine.params import DistillationParams, ParamsError, TrainParams, parse_params
+from engine.params import ParamsError, parse_params
+from networks.reid_params import DistillationParams, ReidParams
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ def training_form(model: nn.Module) -> Iterator[nn.Module]:
         model.training = False
 
 
-def load_teacher(path: str | Path) -> tuple[nn.Module, TrainParams, dict]:
+def load_teacher(path: str | Path) -> tuple[nn.Module, ReidParams, dict]:
     """The teacher network of a checkpoint of this tool, rebuilt from its stored params and loaded strictly, in eval
     mode with ``requires_grad=False``; also its params and the checkpoint's ``num_classes`` / ``class_names``."""
     from engine.tasks import task_module  # the task module imports this one; keep the import local
@@ -151,7 +152,7 @@ class Distiller:
         return components
 
 
-def build_distiller(params: TrainParams, num_classes: Optional[int] = None,
+def build_distiller(params: ReidParams, num_classes: Optional[int] = None,
                     class_names: Optional[Sequence[str]] = None) -> Optional[Distiller]:
     """The distiller of ``params.distillation_params``, or None when no teacher is given. With logit distillation the
     teacher must have been trained on the student's classes: the same `num_classes` and, when both are known, the

@@ -12,7 +12,7 @@ from typing import Callable, Optional
 from torch import nn
 
 from engine.errors import UserError
-from engine.params import AsoftmaxParams, ModelParams
+from networks.reid_params import AsoftmaxParams, ModelParams
 from networks.backbones import build_resnet_trunk
 from networks.heads import CosineClassifier
 from networks.pcb import PartReidNet

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from engine.params import AsoftmaxParams, TrainParams, TriLossParams
+from networks.reid_params import AsoftmaxParams, ReidParams, TriLossParams
 from networks.heads import am_softmax_margin
 
 Margin = Union[float, str]
@@ -229,7 +229,7 @@ class ReidCriterion:
         return total, components, accuracy
 
 
-def build_criterion(params: TrainParams, num_classes: Optional[int] = None,
+def build_criterion(params: ReidParams, num_classes: Optional[int] = None,
                     class_names: Optional[Sequence[str]] = None) -> ReidCriterion:
     """The criterion configured by `params` (triplet, focal, label smoothing, AM-softmax, random head drop, spectral
     gate) with the distiller of ``distillation_params`` attached when a teacher is given (`num_classes` and

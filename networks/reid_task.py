@@ -1,25 +1,38 @@
-"""The re-ID task (and plain image classification, which shares all of it but the head and the evaluator): model,
-loss, data, parameter groups and rebuild-from-checkpoint for the engine (the contract: `engine.tasks`)."""
+"""The re-ID task (and plain image classification, which shares all of it but the head and the evaluator): params,
+input checks, model, loss, data, parameter groups and rebuild-from-checkpoint for the engine (the contract:
+`engine.tasks`). Cheap to import: what needs torch is imported inside the functions that use it."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-import torch
-
-from data.formats import open_train_set
-from data.loader import TrainLoader
-from data.samplers import PKBatchSampler, ShuffledBatchSampler
-from data.transforms import build_train_transform
-from engine.checkpoint import CheckpointError, load_file, load_weights_strict, state_dict_of
+from data.options import SyntheticDataParams
 from engine.errors import UserError
-from engine.params import SyntheticDataParams, TrainParams
 from engine.tasks import ParamGroup, TaskParts
-from networks.factory import backbone_parameters, build_model, head_parameters
-from networks.losses import build_criterion
+from networks.reid_params import ReidParams
 
 log = logging.getLogger(__name__)
+PARAMS = ReidParams
+
+
+def check_inputs(params: ReidParams) -> None:
+    """Before a run starts: the training data exists (or will be generated), and a pretrain snapshot exists."""
+    if params.synthetic_data is None and not Path(params.batches_dir).exists():
+        raise UserError(f"batches_dir: {params.batches_dir} does not exist (expected a Market-1501 root, a folder "
+                        "per identity/class, or an LMDB pack)")
+    if params.synthetic_data is not None:
+        from data.synthetic import is_generated
+
+        if Path(params.batches_dir).exists() and not is_generated(params.batches_dir):
+            # the shipped params.json pointed at a real dataset: say what to change
+            raise UserError(f"batches_dir: {params.batches_dir} holds data that `python -m data.synthetic` did not "
+                            f"make, while synthetic_data asks to generate the synthetic "
+                            f"{params.synthetic_data.type!r} set there; to train on {params.batches_dir}, remove "
+                            "\"synthetic_data\" from the params file (to get the synthetic set, point batches_dir at a "
+                            "folder that does not exist)")
+    if params.pretrain_snapshot and not Path(params.pretrain_snapshot).is_file():
+        raise UserError(f"pretrain_snapshot: {params.pretrain_snapshot} does not exist")
 
 
 def ensure_synthetic_data(root: str | Path, spec: SyntheticDataParams) -> None:
@@ -42,8 +55,15 @@ def ensure_synthetic_data(root: str | Path, spec: SyntheticDataParams) -> None:
         raise UserError(f"batches_dir: {err}") from None
 
 
-def build(params: TrainParams, rank: int = 0, world_size: int = 1) -> TaskParts:
+def build(params: ReidParams, rank: int = 0, world_size: int = 1) -> TaskParts:
     """Re-ID and image classification share everything but the model head and the default evaluator."""
+    from data.formats import open_train_set
+    from data.loader import TrainLoader
+    from data.samplers import PKBatchSampler, ShuffledBatchSampler
+    from data.transforms import build_train_transform
+    from networks.factory import build_model
+    from networks.losses import build_criterion
+
     if params.synthetic_data is not None:
         ensure_synthetic_data(params.batches_dir, params.synthetic_data)
     image_set = open_train_set(params.batches_dir, params.task)
@@ -69,13 +89,15 @@ def build(params: TrainParams, rank: int = 0, world_size: int = 1) -> TaskParts:
     return TaskParts(model, criterion, loader, groups, state, may_leave_parameters_unused(params))
 
 
-def param_groups(model: torch.nn.Module, base_lr: float, fc_lr: float) -> list[ParamGroup]:
+def param_groups(model, base_lr: float, fc_lr: float) -> list[ParamGroup]:
     """"backbone" (the trunk, at ``lr.base_lr``) and "head" (everything else, at ``lr.fc_lr``)."""
+    from networks.factory import backbone_parameters, head_parameters
+
     return [ParamGroup("backbone", backbone_parameters(model), base_lr),
             ParamGroup("head", head_parameters(model), fc_lr)]
 
 
-def may_leave_parameters_unused(params: TrainParams) -> bool:
+def may_leave_parameters_unused(params: ReidParams) -> bool:
     """Whether some step can leave trainable parameters out of the loss: heads dropped at random, a spectral head
     gated off until the batch accuracy is reached, or classifiers with no classification loss and no logit
     distillation to train them."""
@@ -84,9 +106,12 @@ def may_leave_parameters_unused(params: TrainParams) -> bool:
     return m.random_drop_branchs > 0 or (m.spectral_trans > 0 and m.spectral_start_accuracy > 0) or classifiers_idle
 
 
-def rebuild_model(params: TrainParams, checkpoint: dict, path: str | Path) -> torch.nn.Module:
+def rebuild_model(params: ReidParams, checkpoint: dict, path: str | Path):
     """The trained model of a checkpoint of this task (in train mode, on the CPU), built from `params` (the ones stored
     in it, possibly with evaluation settings changed) and its recorded number of classes, weights loaded strictly."""
+    from engine.checkpoint import CheckpointError, load_weights_strict
+    from networks.factory import build_model
+
     num_classes = checkpoint["task_state"].get("num_classes")
     if not isinstance(num_classes, int):
         raise CheckpointError(f"{path}: its task state has no number of classes (found {checkpoint['task_state']!r})")
@@ -96,9 +121,11 @@ def rebuild_model(params: TrainParams, checkpoint: dict, path: str | Path) -> to
     return model
 
 
-def load_pretrain_snapshot(model: torch.nn.Module, path: str) -> None:
+def load_pretrain_snapshot(model, path: str) -> None:
     """Initialise from a checkpoint (or bare state dict); the classifier is skipped, and said so, only when the
     number of classes differs."""
+    from engine.checkpoint import load_file, load_weights_strict, state_dict_of
+
     state = state_dict_of(load_file(path), path)
     own = model.state_dict()
     skip = tuple(sorted({key.rsplit(".", 1)[0] + "." for key in own if key.startswith("classifier")

@@ -42,7 +42,8 @@ import train
 from conftest import tiny_params, write_params
 from engine.checkpoint import save_atomic
 from engine.errors import UserError
-from engine.params import EvalParams, ParamsError, TrainParams, parse_eval_params, parse_params, params_to_json
+from engine.params import EvalParams, ParamsError, params_to_json, parse_eval_params, parse_params
+from networks.reid_params import ReidParams
 from engine.run_dir import RunDir, RunState
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -797,7 +798,7 @@ def test_mutations_of_the_root_params_load_or_are_refused_cleanly(data):
     except ParamsError as err:
         assert str(err).startswith("p.json: ") and "Traceback" not in str(err)
         return
-    assert isinstance(p, TrainParams)
+    assert isinstance(p, ReidParams)
     assert parse_params(json.loads(params_to_json(p))) is not None
 
 

@@ -13,7 +13,7 @@ from data.loader import TrainLoader, build_eval_loader
 from data.records import DataError, ImageSet
 from data.samplers import PKBatchSampler, ShuffledBatchSampler
 from data.transforms import build_eval_transform, build_train_transform
-from engine.params import DataAugmentationParams
+from data.options import DataAugmentationParams
 
 H, W = 32, 16
 AUG = DataAugmentationParams(mirror=True, rotation=5.0, colour_jittering=True, hue=0.05, gaussian_noise=True,

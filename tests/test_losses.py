@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.params import TriLossParams
+from networks.reid_params import TriLossParams
 from networks.losses import ReidCriterion, focal_loss, triplet_loss
 
 # Four 2-D points on a 3×4 rectangle:      x2 (0,4) ---- x3 (3,4)

@@ -9,7 +9,7 @@ import torch
 from torchvision.models import resnet as tv_resnet
 
 from engine.errors import UserError
-from engine.params import ModelParams
+from networks.reid_params import ModelParams
 from networks.backbones import build_resnet_trunk, imagenet_weights_filename, imagenet_weights_path
 from networks.factory import MODEL_BUILDERS, backbone_parameters, build_model, head_parameters
 from networks.reid_net import ClassifierNet, ReidNet

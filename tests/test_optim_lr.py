@@ -9,7 +9,8 @@ from engine.errors import UserError
 from engine.lr_schedule import apply_lr, lr_factor
 from engine.optim import build_optimizer
 from networks.reid_task import param_groups
-from engine.params import LrParams, ModelParams, TriLossParams
+from engine.params import LrParams
+from networks.reid_params import ModelParams, TriLossParams
 from networks.factory import backbone_parameters, build_model, head_parameters
 from networks.losses import ReidCriterion
 

@@ -19,7 +19,7 @@ from data.readers import MANIFEST_KEY, LmdbReader
 from data.records import DataError
 from data.samplers import PKBatchSampler, ShuffledBatchSampler
 from data.transforms import build_train_transform
-from engine.params import DataAugmentationParams
+from data.options import DataAugmentationParams
 
 REPO = Path(__file__).resolve().parents[1]
 

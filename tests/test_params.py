@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.params import (EvalParams, ParamsError, TrainParams, json_schema, load_params, markdown_table,
-                           parse_params, params_to_json)
+from engine.params import EvalParams, ParamsError, json_schema, load_params, markdown_table, params_to_json, parse_params
+from networks.reid_params import ReidParams
 
 ROOT = Path(__file__).resolve().parent.parent
 MIN = {"batches_dir": "data_here"}
@@ -140,16 +140,16 @@ def test_every_params_file_in_the_repository_validates_against_the_printed_schem
 
 def test_schema_and_markdown_come_from_the_same_fields():
     schema = json_schema()
-    assert set(schema["properties"]) == set(TrainParams.model_fields) | {"epoch"}  # and the seed spelling of epochs
+    assert set(schema["properties"]) == set(ReidParams.model_fields) | {"epoch"}  # and the seed spelling of epochs
     assert schema["additionalProperties"] is False
-    table = markdown_table(TrainParams)
+    table = markdown_table(ReidParams)
     for name in ("model_params.feature_dim", "evaluation_params.best_metric", "lr.warmup_epoch"):
         assert f"`{name}`" in table
 
 
 def test_params_docs_are_up_to_date():
     doc = (ROOT / "docs" / "params.md").read_text()
-    assert markdown_table(TrainParams) in doc
+    assert markdown_table(ReidParams) in doc
     assert markdown_table(EvalParams) in doc
 
 
@@ -163,7 +163,7 @@ JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers(-5, 300) | st.floats(allow_nan=False, width=32) | st.text(max_size=12),
     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=12), children, max_size=3),
     max_leaves=8)
-KEYS = list(TrainParams.model_fields) + ["epoch", "feature_gobal_dim", "P", "K", "margin", "type"]
+KEYS = list(ReidParams.model_fields) + ["epoch", "feature_gobal_dim", "P", "K", "margin", "type"]
 
 
 @st.composite
@@ -185,7 +185,7 @@ def test_arbitrary_json_loads_or_is_refused_cleanly(data):
     except ParamsError as err:
         assert str(err).startswith("p.json: ")
         return
-    assert isinstance(p, TrainParams)
+    assert isinstance(p, ReidParams)
     assert parse_params(json.loads(params_to_json(p))) is not None
 
 

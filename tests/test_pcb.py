@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from engine.errors import UserError
-from engine.params import ModelParams, ParamsError, TriLossParams, parse_params
+from engine.params import ParamsError, parse_params
+from networks.reid_params import ModelParams, TriLossParams
 from networks.backbones import build_resnet_trunk
 from networks.factory import build_model, head_parameters
 from networks.losses import ReidCriterion, focal_loss

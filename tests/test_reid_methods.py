@@ -15,8 +15,8 @@ from engine.checkpoint import FORMAT_VERSION
 from engine.errors import UserError
 from engine.optim import build_optimizer
 from networks.reid_task import param_groups
-from engine.params import (AsoftmaxParams, DistillationParams, ModelParams, ParamsError, TriLossParams,
-                           parse_params)
+from engine.params import ParamsError, parse_params
+from networks.reid_params import AsoftmaxParams, DistillationParams, ModelParams, TriLossParams
 from networks import factory
 from networks.distill import Distiller, build_distiller, kd_feature_loss, kd_logit_loss, training_form
 from networks.factory import build_model

@@ -9,7 +9,7 @@ from PIL import Image
 
 from data.transforms import (IMAGENET_MEAN, IMAGENET_STD, build_eval_transform, build_train_transform,
                              network_input_size, normalization)
-from engine.params import DataAugmentationParams
+from data.options import DataAugmentationParams
 
 H, W = 32, 16
 COLOUR = (200, 100, 50)
