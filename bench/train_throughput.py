@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from engine.distributed import DistContext  # noqa: E402
 from engine.optim import build_optimizer  # noqa: E402
-from networks.reid_task import param_groups  # noqa: E402
+from networks.reid_task import ReidLoss, model_inputs, param_groups  # noqa: E402
 from engine.params import parse_params  # noqa: E402
 from engine.trainer import Progress, Trainer, autocast_context  # noqa: E402
 from networks.factory import build_model  # noqa: E402
@@ -82,8 +82,9 @@ class OurStep:
         trainer.optimizer = build_optimizer(param_groups(model, params.lr.base_lr, params.lr.fc_lr), params.optimizer,
                                             params.weight_decay)
         trainer.scaler = None
-        trainer.parts = SimpleNamespace(criterion=ReidCriterion(params.tri_loss_params, params.focal_loss,
-                                                                params.focal_gamma, params.label_smoothing))
+        trainer.parts = SimpleNamespace(criterion=ReidLoss(ReidCriterion(params.tri_loss_params, params.focal_loss,
+                                                                         params.focal_gamma, params.label_smoothing)),
+                                        inputs=model_inputs)
         trainer.progress = Progress()
         trainer.run_dir = SimpleNamespace(latest="(none)")
         trainer.model.train()

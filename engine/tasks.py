@@ -40,11 +40,14 @@ class ParamGroup:
 
 @dataclass
 class TaskParts:
-    """What a task builds for one training run."""
+    """What a task builds for one training run. A batch is whatever the loader yields (a dict of tensors): the engine
+    moves its tensors to the device, calls ``model(*inputs(batch))`` and ``criterion(outputs, batch, global_step) ->
+    (total loss, {component: loss}, {name: scalar to log})``, and logs every component and scalar."""
 
     model: Any  # torch.nn.Module
-    criterion: Callable  # (outputs, labels, images) -> (total loss, {component: loss}, batch accuracy)
+    criterion: Callable
     loader: Any  # data.loader.TrainLoader (or anything with steps_per_epoch and epoch(e, start_step))
+    inputs: Callable  # batch -> tuple of the model's input tensors (the first one's length is the batch size)
     param_groups: list[ParamGroup]
     # JSON-able facts the checkpoint must agree with on resume (re-ID: the number and names of the classes)
     state: dict = field(default_factory=dict)

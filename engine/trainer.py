@@ -366,17 +366,25 @@ class Trainer:
     # ----------------------------------------------------------------------------------------------------------
     # the loop
 
-    def train_step(self, batch: dict, autocast) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
-        """One optimisation step. Returns the detached total loss, its components and the batch accuracy as tensors:
-        they are turned into numbers only when logged, so a GPU step waits for the host once (the finiteness check)."""
-        images = batch["images"].to(self.device, non_blocking=True)
-        labels = batch["labels"].to(self.device, non_blocking=True)
-        if self.params.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
+    def to_device(self, batch: dict) -> dict:
+        """The batch's tensors on this process's device; image-like (4-D) ones in the run's memory format."""
+        moved = {}
+        for key, value in batch.items():
+            if isinstance(value, torch.Tensor):
+                value = value.to(self.device, non_blocking=True)
+                if self.params.channels_last and value.dim() == 4:
+                    value = value.contiguous(memory_format=torch.channels_last)
+            moved[key] = value
+        return moved
+
+    def train_step(self, batch: dict, autocast) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict]:
+        """One optimisation step. Returns the detached total loss, its components and the task's scalars, as they
+        came: they are turned into numbers only when logged, so a GPU step waits for the host once (the finiteness
+        check)."""
+        batch = self.to_device(batch)
         with autocast:
-            outputs = self.net(images)
-            self.parts.criterion.set_global_step(self.progress.global_step)  # AM-softmax margin schedule
-            total, components, accuracy = self.parts.criterion(outputs, labels, images)
+            outputs = self.net(*self.parts.inputs(batch))
+            total, components, scalars = self.parts.criterion(outputs, batch, self.progress.global_step)
         components = {name: value.detach() for name, value in components.items()}
         checked = torch.stack([total.detach().float(), *(v.float() for v in components.values())])
         local_bad = not bool(torch.isfinite(checked).all())
@@ -393,7 +401,7 @@ class Trainer:
                     self.optimizer.zero_grad(set_to_none=True)
                     log.warning("skipped the step: %s (%d in a row; nonfinite_max_consecutive_skips=%d)", message,
                                 self.skipped_in_a_row, limit)
-                    return torch.tensor(float("nan")), components, torch.as_tensor(accuracy)
+                    return torch.tensor(float("nan")), components, scalars
                 message += (f"; {limit} consecutive steps skipped before this one "
                             f"(nonfinite_max_consecutive_skips={limit})")
             raise NonFiniteLossError(f"{message}; the last good checkpoint is {self.run_dir.latest} (lower the "
@@ -407,21 +415,24 @@ class Trainer:
         else:
             total.backward()
             self.optimizer.step()
-        return total.detach(), components, torch.as_tensor(accuracy)
+        return total.detach(), components, scalars
 
-    def log_step(self, loss: torch.Tensor, components: dict, accuracy: torch.Tensor, images_per_s: float) -> None:
+    def log_step(self, loss: torch.Tensor, components: dict, scalars: dict, images_per_s: float) -> None:
         p, w = self.progress, self.writer
-        loss, accuracy = float(loss), float(accuracy)
+        loss = float(loss)
         components = {name: float(value) for name, value in components.items()}
+        scalars = {name: float(value) for name, value in scalars.items()}
         w.add_scalar("train/loss", loss, p.global_step)
         for name, value in components.items():
             w.add_scalar(f"train/loss_{name}", value, p.global_step)
         for group in self.optimizer.param_groups:
             w.add_scalar(f"train/lr_{group['name']}", group["lr"], p.global_step)
-        w.add_scalar("train/batch_accuracy", accuracy, p.global_step)
+        for name, value in scalars.items():
+            w.add_scalar(f"train/{name}", value, p.global_step)
         w.add_scalar("train/images_per_s", images_per_s, p.global_step)
         parts = " ".join(f"loss_{n}={v:.4f}" for n, v in components.items())
-        log.info("%s loss=%.4f %s acc=%.3f lr=%s %.1f img/s", self.where(), loss, parts, accuracy,
+        shown = " ".join(f"{n}={v:.3g}" for n, v in scalars.items())
+        log.info("%s loss=%.4f %s %s lr=%s %.1f img/s", self.where(), loss, parts, shown,
                  ",".join(f"{g['lr']:.2e}" for g in self.optimizer.param_groups), images_per_s)
 
     def where(self) -> str:
@@ -459,11 +470,11 @@ class Trainer:
                                    leave=False, dynamic_ncols=True)
                 for batch in batches:
                     apply_lr(self.optimizer, lr_factor(p.epoch, p.step, steps, params.lr))
-                    loss, components, accuracy = self.train_step(batch, autocast)
-                    window_images += len(batch["labels"]) * self.dist.world_size
+                    window_images += len(self.parts.inputs(batch)[0]) * self.dist.world_size
+                    loss, components, scalars = self.train_step(batch, autocast)
                     if main and p.global_step % params.log_every_steps == 0:
                         elapsed = time.perf_counter() - window_start
-                        self.log_step(loss, components, accuracy, window_images / max(elapsed, 1e-9))
+                        self.log_step(loss, components, scalars, window_images / max(elapsed, 1e-9))
                         self.run_dir.update_state(epoch=p.epoch, global_step=p.global_step)
                         window_start, window_images = time.perf_counter(), 0
                     p.step += 1

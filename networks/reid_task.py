@@ -83,10 +83,28 @@ def build(params: ReidParams, rank: int = 0, world_size: int = 1) -> TaskParts:
         load_pretrain_snapshot(model, params.pretrain_snapshot)
     if params.fine_tune:
         model.freeze_trunk()
-    criterion = build_criterion(params, image_set.num_classes, image_set.class_names)
+    criterion = ReidLoss(build_criterion(params, image_set.num_classes, image_set.class_names))
     groups = param_groups(model, params.lr.base_lr, params.lr.fc_lr)
     state = {"num_classes": image_set.num_classes, "class_names": list(image_set.class_names)}
-    return TaskParts(model, criterion, loader, groups, state, may_leave_parameters_unused(params))
+    return TaskParts(model, criterion, loader, model_inputs, groups, state, may_leave_parameters_unused(params))
+
+
+def model_inputs(batch: dict) -> tuple:
+    return (batch["images"],)
+
+
+class ReidLoss:
+    """The engine's loss contract around the re-ID criterion: it follows the global step (the AM-softmax margin
+    schedule) and reports the batch accuracy and the criterion's statistics (triplet activity, distances, kept heads)
+    as scalars to log."""
+
+    def __init__(self, criterion) -> None:
+        self.criterion = criterion
+
+    def __call__(self, outputs, batch: dict, global_step: int):
+        self.criterion.set_global_step(global_step)
+        total, components, accuracy = self.criterion(outputs, batch["labels"], batch["images"])
+        return total, components, {"batch_accuracy": accuracy, **self.criterion.last_stats}
 
 
 def param_groups(model, base_lr: float, fc_lr: float) -> list[ParamGroup]:

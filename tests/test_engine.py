@@ -168,17 +168,17 @@ def test_part_model_with_every_method_trains_through_the_engine(tiny_market, tmp
         asoftmax_params={"margin": [0.1, 0.2], "step": 3, "scale": 16.0})
     teacher = make_trainer(teacher_params, tmp_path / "teacher")
     assert teacher.run() == "finished"
-    assert teacher.parts.criterion.margin == 0.2  # the schedule advanced with the global step
+    assert teacher.parts.criterion.criterion.margin == 0.2  # the schedule advanced with the global step
     student_params = tiny_params(tiny_market, tmp_path, epochs=1, evaluation_params={"type": None},
                                  distillation_params={"teacher_checkpoint": str(tmp_path / "teacher" / "latest.pth"),
                                                       "logit_weight": 1.0, "feature_weight": 1.0})
     student = make_trainer(student_params, tmp_path / "student")
-    before = {k: v.clone() for k, v in student.parts.criterion.distiller.teacher.state_dict().items()}
+    before = {k: v.clone() for k, v in student.parts.criterion.criterion.distiller.teacher.state_dict().items()}
     assert student.run() == "finished"
     log = (tmp_path / "student" / "train_log").read_text() if (tmp_path / "student" / "train_log").exists() else ""
     events = EventAccumulator(str(tmp_path / "student")).Reload()
     assert {"train/loss_kd_logits", "train/loss_kd_features"} <= set(events.Tags()["scalars"]), log
-    for key, value in student.parts.criterion.distiller.teacher.state_dict().items():
+    for key, value in student.parts.criterion.criterion.distiller.teacher.state_dict().items():
         assert torch.equal(value, before[key]), f"the teacher changed: {key}"
 
 
