@@ -1,4 +1,11 @@
-"""ResNet trunks (torchvision ResNet v1 without the average pool and the ImageNet classifier).
+"""The backbone registry shared by every task, and its ResNet trunks (torchvision ResNet v1 without the average pool
+and the ImageNet classifier).
+
+``BACKBONES`` maps a name to a constructor of a trunk: an ``nn.Sequential`` whose children are its stages. A task
+takes the last map (``trunk(x)``), or the maps of several stages with :class:`LevelFeatures`, whose
+``feature_info`` gives each level's channels and stride (timm's multi-level features; SiamMask needs ResNet-50's
+intermediate maps). Options every ResNet takes: ``last_conv_stride`` (layer4's stride, 1 or 2: re-ID's "last
+stride") and ``dilate`` (layers whose stride becomes dilation, as torchvision's ``replace_stride_with_dilation``).
 
 The trunk is an ``nn.Sequential`` whose child names are torchvision's (``conv1``, ``bn1``, ``relu``, ``maxpool``,
 ``layer1`` … ``layer4``), so its state dict has exactly torchvision's keys minus ``fc.*``; ImageNet weights are loaded
@@ -11,8 +18,10 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 from urllib.parse import urlparse
 
 import torch
@@ -32,6 +41,7 @@ _RESNETS: dict[str, tuple[Callable[..., tv_resnet.ResNet], type, int]] = {
 
 TRUNK_NAMES = tuple(_RESNETS)
 _TRUNK_CHILDREN = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
+_DILATABLE = ("layer2", "layer3", "layer4")
 _SHOWN_KEYS = 5  # how many mismatching keys an error message lists
 
 
@@ -110,20 +120,36 @@ def _load_imagenet(trunk: nn.Sequential, name: str, path: Path) -> None:
 
 
 def build_resnet_trunk(name: str, last_conv_stride: int, imagenet_pretrain: bool | str) -> tuple[nn.Module, int]:
-    """A torchvision ResNet without avgpool/fc, returning the layer4 feature map, and that map's channel count.
+    """A torchvision ResNet without avgpool/fc, returning the layer4 feature map, and that map's channel count (the
+    re-ID networks' trunk)."""
+    trunk = resnet(name, last_conv_stride=last_conv_stride, imagenet_pretrain=imagenet_pretrain)
+    return trunk, _RESNETS[name][2]
+
+
+def resnet(name: str, *, last_conv_stride: int = 2, dilate: tuple[str, ...] = (),
+           imagenet_pretrain: bool | str = False) -> nn.Sequential:
+    """A torchvision ResNet without avgpool/fc as a Sequential of its stages (torchvision's child names, so the state
+    dict has torchvision's keys minus ``fc.*``).
 
     ``last_conv_stride`` (1 or 2) is the stride of layer4's first block (its strided 3×3 conv and its downsample conv).
-    ``imagenet_pretrain``: False → torchvision's random init; True → torchvision's IMAGENET1K_V1 file from
-    :func:`imagenet_weights_path`; a string → that file. Nothing is ever downloaded; a missing or mismatching file is a
-    :class:`UserError`.
+    ``dilate``: stages among layer2, layer3, layer4 whose stride becomes a dilation (the map keeps its size; bottleneck
+    ResNets only, as in torchvision). ``imagenet_pretrain``: False → torchvision's random init; True → torchvision's
+    IMAGENET1K_V1 file from :func:`imagenet_weights_path`; a string → that file. Nothing is ever downloaded; a missing
+    or mismatching file is a :class:`UserError`.
     """
     _check_name(name)
     if last_conv_stride not in (1, 2):
         raise UserError(f"last_conv_stride must be 1 or 2; found {last_conv_stride!r}")
-    constructor, _, channels = _RESNETS[name]
-    net = constructor(weights=None)
+    unknown = sorted(set(dilate) - set(_DILATABLE))
+    if unknown:
+        raise UserError(f"dilate: {', '.join(unknown)} cannot be dilated; expected some of {', '.join(_DILATABLE)}")
+    constructor, _, _ = _RESNETS[name]
+    if dilate and name in ("resnet18", "resnet34"):
+        raise UserError(f"dilate: {name} has basic blocks, which torchvision does not dilate; use resnet50 or deeper")
+    net = constructor(weights=None, replace_stride_with_dilation=[stage in dilate for stage in _DILATABLE])
     trunk = nn.Sequential(OrderedDict((child, getattr(net, child)) for child in _TRUNK_CHILDREN))
-    _set_last_stride(trunk.layer4, last_conv_stride)
+    if "layer4" not in dilate:
+        _set_last_stride(trunk.layer4, last_conv_stride)
 
     if imagenet_pretrain is True:
         path = imagenet_weights_path(name)
@@ -142,4 +168,51 @@ def build_resnet_trunk(name: str, last_conv_stride: int, imagenet_pretrain: bool
         _load_imagenet(trunk, name, path)
     elif imagenet_pretrain is not False:
         raise UserError(f"imagenet_pretrain must be true, false or a file path; found {imagenet_pretrain!r}")
-    return trunk, channels
+    return trunk
+
+
+BACKBONES: dict[str, Callable[..., nn.Sequential]] = {name: partial(resnet, name) for name in _RESNETS}
+
+
+def build_backbone(name: str, **options) -> nn.Sequential:
+    """The trunk registered as `name`, built with its `options`; an unknown name lists the registered ones."""
+    if name not in BACKBONES:
+        raise UserError(f"unknown backbone {name!r}; expected one of {', '.join(sorted(BACKBONES))}")
+    return BACKBONES[name](**options)
+
+
+@dataclass(frozen=True)
+class FeatureLevel:
+    name: str  # the trunk's child that produces the map
+    channels: int
+    stride: int  # input pixels per map pixel
+
+
+class LevelFeatures(nn.Module):
+    """A trunk that returns the maps of several of its stages, in trunk order (stages after the last one asked for
+    do not run). ``feature_info`` says each map's channels and stride, measured once on a probe input."""
+
+    def __init__(self, trunk: nn.Sequential, levels: Sequence[str], probe_size: tuple[int, int] = (256, 256)) -> None:
+        super().__init__()
+        names = [name for name, _ in trunk.named_children()]
+        missing = [level for level in levels if level not in names]
+        if missing or not levels:
+            raise UserError(f"feature levels {list(levels)}: expected some of the trunk's stages {names}")
+        self.trunk = trunk
+        self.levels = tuple(sorted(levels, key=names.index))
+        with torch.no_grad():
+            was_training = trunk.training
+            maps = self.eval()(torch.zeros(1, 3, *probe_size))
+            trunk.train(was_training)
+        self.feature_info = [FeatureLevel(level, int(m.shape[1]), probe_size[0] // int(m.shape[2]))
+                             for level, m in zip(self.levels, maps)]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        maps = []
+        for name, stage in self.trunk.named_children():
+            x = stage(x)
+            if name in self.levels:
+                maps.append(x)
+                if len(maps) == len(self.levels):
+                    break
+        return maps

@@ -292,3 +292,47 @@ def test_reid_onnx_export_matches_torch(tmp_path):
         want = net(x).numpy()
     assert got.shape == (3, 8)
     assert abs(got - want).max() < 1e-3
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the backbone registry and multi-level features
+
+
+def test_backbone_registry_builds_every_resnet_and_refuses_unknown_names():
+    from networks.backbones import BACKBONES, build_backbone
+
+    assert {"resnet18", "resnet34", "resnet50", "resnet101", "resnet152"} <= set(BACKBONES)
+    with pytest.raises(UserError, match="unknown backbone 'vgg16'; expected one of resnet101"):
+        build_backbone("vgg16")
+
+
+@pytest.mark.parametrize("options, strides", [
+    ({}, [4, 8, 16, 32]),
+    ({"last_conv_stride": 1}, [4, 8, 16, 16]),
+    ({"dilate": ("layer3", "layer4")}, [4, 8, 8, 8]),  # SiamMask-style: layer3 onwards keeps stride 8
+])
+def test_level_features_report_channels_and_strides(options, strides):
+    from networks.backbones import LevelFeatures, build_backbone
+
+    torch.manual_seed(0)
+    trunk = build_backbone("resnet50", **options)
+    features = LevelFeatures(trunk, ["layer4", "layer1", "layer2", "layer3"])  # returned in trunk order
+    assert [(f.name, f.channels, f.stride) for f in features.feature_info] == \
+        list(zip(["layer1", "layer2", "layer3", "layer4"], [256, 512, 1024, 2048], strides))
+    x = torch.randn(2, 3, 64, 32)
+    with torch.no_grad():
+        maps = features.eval()(x)
+        assert torch.equal(maps[-1], trunk.eval()(x))  # the last level is the trunk's own output
+    assert [tuple(m.shape[2:]) for m in maps] == [(64 // s, 32 // s) for s in strides]
+
+
+def test_level_features_stop_after_the_last_level_and_refuse_unknown_levels():
+    from networks.backbones import LevelFeatures, build_backbone
+
+    trunk = build_backbone("resnet18")
+    features = LevelFeatures(trunk, ["layer2"])
+    assert [(f.channels, f.stride) for f in features.feature_info] == [(128, 8)]
+    with pytest.raises(UserError, match="feature levels \\['layer9'\\]"):
+        LevelFeatures(trunk, ["layer9"])
+    with pytest.raises(UserError, match="resnet18 has basic blocks"):
+        build_backbone("resnet18", dilate=("layer4",))
