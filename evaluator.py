@@ -18,15 +18,19 @@ from pathlib import Path
 from engine.errors import UserError, run_command
 
 
-def evaluation_overrides(ep) -> dict:
-    """The evaluation_params of a training params file that eval_params.json sets."""
-    overrides = {"spectral_transform": ep.spectral_transform, "spectral_top_k": ep.spectral_top_k,
-                 "distance": ep.distance, "flip_test": ep.flip_test, "rerank": ep.rerank, "rerank_k1": ep.rerank_k1,
-                 "rerank_k2": ep.rerank_k2, "rerank_lambda": ep.rerank_lambda, "max_rank": ep.max_rank,
-                 "visualize_queries": 0}
+def evaluation_overrides(ep, options) -> dict:
+    """The evaluation_params that eval_params.json sets: the evaluator's options (the same keys) and the batch size."""
+    overrides = {name: getattr(ep, name) for name in (options.model_fields if options else ())}
     if ep.batch_size is not None:
         overrides["batch_size"] = ep.batch_size
     return overrides
+
+
+def evaluator_name(ep, task: str) -> str:
+    """benchmark_type, else the task's default evaluator."""
+    from engine.tasks import task_module
+
+    return ep.benchmark_type or getattr(task_module(task), "DEFAULT_EVALUATOR", None) or "market_evaluate"
 
 
 def resolve_device(gpus):
@@ -37,17 +41,21 @@ def resolve_device(gpus):
     return device_for(list(gpus[:1]), DistEnv(), key="gpus")
 
 
-def model_and_params_from_checkpoint(ep, device):
+def load_checkpoint_of(ep):
+    from engine.checkpoint import load_checkpoint, resolve_checkpoint_path
+
+    path = resolve_checkpoint_path(ep.model_path)
+    return path, load_checkpoint(path)
+
+
+def model_and_params_from_checkpoint(ep, options, path, ckpt, device):
     """The model as the run evaluated it on the fly: fp32 (evaluation never runs under autocast) in the memory format
     it trained with (channels-last convolutions round differently), so that the numbers are the recorded ones."""
     import torch
 
-    from engine.checkpoint import load_checkpoint, resolve_checkpoint_path
     from engine.params import parse_params
     from engine.tasks import task_module
 
-    path = resolve_checkpoint_path(ep.model_path)
-    ckpt = load_checkpoint(path)
     stored = dict(ckpt["params"])
     if ep.model_params is not None:
         differing = sorted(k for k, v in ep.model_params.items() if stored["model_params"].get(k) != v)
@@ -55,7 +63,7 @@ def model_and_params_from_checkpoint(ep, device):
             raise UserError(f"model_params: {', '.join(differing)} differ from the checkpoint's "
                             f"({ {k: stored['model_params'].get(k) for k in differing} }); remove model_params, the "
                             "model is rebuilt from the checkpoint")
-    stored["evaluation_params"] = {**stored["evaluation_params"], **evaluation_overrides(ep)}
+    stored["evaluation_params"] = {**stored["evaluation_params"], **evaluation_overrides(ep, options)}
     if ep.data_dir:
         stored["evaluation_params"]["data_dir"] = ep.data_dir
     if ep.img_h:
@@ -67,28 +75,31 @@ def model_and_params_from_checkpoint(ep, device):
     model.to(device).eval()
     if params.channels_last:
         model.to(memory_format=torch.channels_last)
-    return model, params, ckpt
+    return model, params
 
 
-def model_and_params_from_onnx(ep, device):
+def onnx_model(ep, device):
     from deploy.runtime import OnnxFeatureModel
-    from engine.params import parse_params
 
     if not ep.data_dir:
         raise UserError(f"data_dir: required when model_path is an ONNX model ({ep.model_path} carries no training "
                         "params, so it does not know the evaluation data); set \"data_dir\" to the evaluation root, "
                         "e.g. the Market-1501 root with query/ and bounding_box_test/")
-    model = OnnxFeatureModel(ep.model_path, prefer_cuda=device.type == "cuda")
+    return OnnxFeatureModel(ep.model_path, prefer_cuda=device.type == "cuda")
+
+
+def params_for_onnx(ep, options, model):
+    from engine.params import parse_params
+
     h, w = model.input_size
     if ep.img_h and (ep.img_h, ep.img_w or w) != (h, w):
         raise UserError(f"img_h/img_w: {ep.img_h}×{ep.img_w} differ from the ONNX model's input {h}×{w}")
-    params = parse_params({
+    return parse_params({
         "task": model.task, "batches_dir": ep.data_dir, "img_h": h, "img_w": w,
         "data_augmentation": {"imagenet_static": model.imagenet_static},
         "num_preprocess_workers": ep.num_preprocess_workers,
-        "evaluation_params": {"batch_size": 64, **evaluation_overrides(ep), "data_dir": ep.data_dir},
+        "evaluation_params": {"batch_size": 64, **evaluation_overrides(ep, options), "data_dir": ep.data_dir},
     }, f"{ep.model_path} (ONNX metadata)")
-    return model, params
 
 
 def check_result_target(path: Path) -> None:
@@ -109,6 +120,15 @@ def check_result_target(path: Path) -> None:
                         "another result_log_file or remove the file")
 
 
+def eval_params_schema() -> dict:
+    """The JSON Schema of eval_params.json: the shared keys with the options of any evaluator in evaluate/."""
+    from engine.params import eval_params_class, json_schema
+    from evaluate import available_evaluators, evaluator_options
+
+    classes = {eval_params_class(evaluator_options(name)) for name in available_evaluators()}
+    return json_schema(sorted(classes, key=lambda cls: cls.__name__), combinator="anyOf")
+
+
 def format_table(metrics: dict[str, float]) -> str:
     width = max(len(k) for k in metrics)
     return "\n".join(f"{k.ljust(width)}  {v:.6f}" if not float(v).is_integer() else f"{k.ljust(width)}  {int(v)}"
@@ -121,37 +141,44 @@ def main(argv=None) -> int:
     parser.add_argument("--print-schema", action="store_true", help="print the JSON Schema of eval_params.json and exit")
     args = parser.parse_args(argv)
     if args.print_schema:
-        from engine.params import EvalParams, json_schema
-
-        print(json.dumps(json_schema([EvalParams]), indent=2))
+        print(json.dumps(eval_params_schema(), indent=2))
         return 0
     if args.eval_params is None:
         parser.error("the eval_params.json file is required (or --print-schema)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
 
-    from engine.params import load_eval_params
+    from engine.params import parse_eval_params, read_json_file
     from engine.run_dir import write_text_atomic
-    from evaluate import call_evaluator, get_evaluator
-
+    from evaluate import call_evaluator, evaluator_options, get_evaluator
     from evaluate.features import check_cache_target
 
-    ep = load_eval_params(args.eval_params)
+    data = read_json_file(args.eval_params)
+    ep = parse_eval_params(data, args.eval_params)  # the shared keys; the evaluator's options once it is known
     out = Path(ep.result_log_file)
     check_result_target(out)  # before any work: an evaluation must not end by overwriting a user's file
     if ep.feature_path:
         check_cache_target(ep.feature_path)
     device = resolve_device(ep.gpus)
+    if ep.model_path.endswith(".onnx"):
+        model = onnx_model(ep, device)
+        task = model.task
+    else:
+        path, ckpt = load_checkpoint_of(ep)
+        task = ckpt["task"]
+    name = evaluator_name(ep, task)
+    key = "benchmark_type" if ep.benchmark_type else "evaluation_params.type"
+    run_eval = get_evaluator(name, key=key)
+    options = evaluator_options(name, key=key)
+    ep = parse_eval_params(data, args.eval_params, options)
     extra = {}
     if ep.model_path.endswith(".onnx"):
-        model, params = model_and_params_from_onnx(ep, device)
+        params = params_for_onnx(ep, options, model)
         if params.task == "classification" and model.class_names:
             extra["class_names"] = tuple(model.class_names)
     else:
-        model, params, ckpt = model_and_params_from_checkpoint(ep, device)
+        model, params = model_and_params_from_checkpoint(ep, options, path, ckpt, device)
         if params.task == "classification":
             extra["class_names"] = tuple(ckpt["task_state"]["class_names"])
-    name = ep.benchmark_type or ("classification_evaluate" if params.task == "classification" else "market_evaluate")
-    run_eval = get_evaluator(name, key="benchmark_type" if ep.benchmark_type else "evaluation_params.type")
     import torch
 
     with torch.no_grad():

@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import AliasChoices, BaseModel, Field, ValidationError, field_validator, model_validator
 
 from engine.errors import UserError
-from engine.sections import Fraction, NonNegInt, PositiveInt, Section
+from engine.sections import NonNegInt, PositiveInt, Section
 
 # The task of a params file without a "task" key (the seed's files): what this tool was first made for.
 DEFAULT_TASK = "reid"
@@ -53,6 +53,9 @@ class LrParams(Section):
 
 
 class EvaluationParams(Section):
+    """The evaluation schedule and what every evaluator shares (data, batch size, which metric keeps the best model).
+    A task's params extend it with the options of its evaluators (each evaluator's ``OPTIONS``)."""
+
     type: Optional[str] = Field(None, description="Evaluator run on the fly: market_evaluate, classification_evaluate, "
                                 "any file NAME.py in evaluate/ exposing run_eval, or a dotted module path. null = no "
                                 "evaluation (the string \"None\" is read as null too).")
@@ -66,20 +69,6 @@ class EvaluationParams(Section):
                                        "classification).")
     batch_size: Optional[PositiveInt] = Field(None, description="Feature-extraction batch size; null = "
                                               "batch_sampling_params.batch_size.")
-    distance: Literal["cosine", "euclidean"] = Field("cosine", description="Re-ID distance: cosine on L2-normalised "
-                                                     "features, or squared Euclidean on raw features.")
-    flip_test: bool = Field(False, description="Average the features of each image and its mirror.")
-    spectral_transform: Annotated[float, Field(ge=0.0)] = Field(
-        0.0, description="Temperature of the test-time spectral top-k refinement (seed post-processing); 0 = off. "
-        "Reported as a separate metric set with the prefix `st_`.")
-    spectral_top_k: PositiveInt = Field(50, description="Gallery items refined by the spectral post-processing.")
-    rerank: bool = Field(False, description="Also report k-reciprocal re-ranked metrics (prefix `rr_`).")
-    rerank_k1: PositiveInt = Field(20, description="k-reciprocal re-ranking k1.")
-    rerank_k2: PositiveInt = Field(6, description="k-reciprocal re-ranking k2 (query expansion).")
-    rerank_lambda: Fraction = Field(0.3, description="Weight of the original distance in re-ranking.")
-    max_rank: PositiveInt = Field(50, description="Length of the reported CMC curve.")
-    visualize_queries: NonNegInt = Field(4, description="Queries drawn with their top-10 in TensorBoard; 0 = none.")
-
     @field_validator("type", mode="before")
     @classmethod
     def _none_string(cls, value: Any) -> Any:
@@ -334,15 +323,17 @@ def builtin_params_classes() -> dict[type[EngineParams], list[str]]:
     return classes
 
 
-def json_schema(classes: Optional[list[type[BaseModel]]] = None) -> dict:
-    """The JSON Schema of a params file, for editors and validators: one of the tasks' schemas (each a params class;
-    default: every task of this repository). The older spellings that the loader accepts (``epoch``,
-    ``colour_jitering``, …) are properties too, so the schema accepts every file the loader accepts."""
+def json_schema(classes: Optional[list[type[BaseModel]]] = None, combinator: str = "oneOf") -> dict:
+    """The JSON Schema of a params file, for editors and validators: one of the given params classes' schemas
+    (default: the tasks of this repository; `combinator` "anyOf" where a file may fit several). The older spellings
+    that the loader accepts (``epoch``, ``colour_jitering``, …) are properties too, so the schema accepts every file
+    the loader accepts."""
     classes = list(builtin_params_classes()) if classes is None else classes
     if len(classes) == 1:
         schema = _class_schema(classes[0], "#/$defs/{model}")
     else:
-        schema = {"oneOf": [_class_schema(cls, f"#/oneOf/{i}/$defs/{{model}}") for i, cls in enumerate(classes)]}
+        schema = {combinator: [_class_schema(cls, f"#/{combinator}/{i}/$defs/{{model}}")
+                               for i, cls in enumerate(classes)]}
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     return schema
 
@@ -450,33 +441,31 @@ class EvalParams(Section):
     num_preprocess_workers: NonNegInt = Field(2, description="Image-decoding worker processes.")
     feature_path: str = Field("", description="Feature cache (.npz, no pickle): reused when it was computed from the "
                               "same model file and images, else (re)written; empty = no cache.")
-    spectral_transform: Annotated[float, Field(ge=0.0)] = Field(0.0, description="Test-time spectral top-k refinement "
-                                                                "temperature; 0 = off (metrics prefixed st_).")
-    spectral_top_k: PositiveInt = Field(50, description="Gallery items refined by the spectral post-processing.")
-    distance: Literal["cosine", "euclidean"] = Field("cosine", description="As evaluation_params.distance.")
-    flip_test: bool = Field(False, description="Average features of each image and its mirror.")
-    rerank: bool = Field(False, description="Also report k-reciprocal re-ranked metrics (prefix rr_).")
-    rerank_k1: PositiveInt = Field(20, description="Re-ranking k1.")
-    rerank_k2: PositiveInt = Field(6, description="Re-ranking k2.")
-    rerank_lambda: Fraction = Field(0.3, description="Re-ranking λ.")
-    max_rank: PositiveInt = Field(50, description="Length of the CMC curve.")
     result_log_file: str = Field("result.json", description="Where the metrics are written as JSON.")
     model_params: Optional[dict[str, Any]] = Field(None, description="Accepted for compatibility with the original "
                                                    "eval_params.json; if given it must agree with the checkpoint's "
                                                    "model_params (it is never needed).")
 
 
-def parse_eval_params(data: Any, source: str = "eval_params") -> EvalParams:
+def eval_params_class(options: Optional[type[BaseModel]]) -> type[EvalParams]:
+    """eval_params.json for an evaluator: the shared keys plus the evaluator's ``OPTIONS`` (None: it has none)."""
+    if options is None:
+        return EvalParams
+    return type(f"EvalParams[{options.__name__}]", (EvalParams, options), {"__module__": __name__})
+
+
+def parse_eval_params(data: Any, source: str = "eval_params", options: Optional[type[BaseModel]] = None) -> EvalParams:
+    """Validate eval_params.json against the shared keys and the evaluator's options; without `options` only the
+    shared keys are read (to learn which evaluator runs; the options are validated once it is known)."""
     if not isinstance(data, dict):
         raise ParamsError(f"{source}: expected a JSON object at the top level, found {type(data).__name__}")
+    cls = eval_params_class(options)
+    if options is None:
+        data = {key: value for key, value in data.items() if key in EvalParams.model_fields}
     try:
-        return EvalParams.model_validate(data)
+        return cls.model_validate(data)
     except ValidationError as err:
-        raise ParamsError(format_validation_error(err, EvalParams, source)) from None
-
-
-def load_eval_params(path: str | Path) -> EvalParams:
-    return parse_eval_params(read_json_file(path), str(path))
+        raise ParamsError(format_validation_error(err, cls, source)) from None
 
 
 def markdown_reference_doc() -> str:
@@ -486,7 +475,15 @@ def markdown_reference_doc() -> str:
     for cls, names in builtin_params_classes().items():
         tasks = ", ".join(f"`{name}`" for name in names)
         parts.append(f"## params.json: task {tasks} (`{cls.__module__}.{cls.__name__}`)\n\n{markdown_table(cls)}")
-    parts.append(f"## eval_params.json (offline evaluation)\n\n{markdown_table(EvalParams)}")
+    parts.append(f"## eval_params.json (offline evaluation)\n\nThe shared keys, plus the options of the evaluator that "
+                 f"runs (below).\n\n{markdown_table(EvalParams)}")
+    from evaluate import available_evaluators, evaluator_options
+
+    for name in available_evaluators():
+        options = evaluator_options(name)
+        if options is not None:
+            parts.append(f"## {name} options (`evaluation_params` and `eval_params.json`)\n\n"
+                         f"{markdown_table(options)}")
     return "\n".join(parts)
 
 

@@ -12,7 +12,9 @@ outputs (a torch module in eval mode, or the ONNX Runtime wrapper offline); ``wr
 (None offline). Optional context keywords an evaluator may declare: ``feature_path`` and ``model_file`` (offline
 feature cache), ``class_names`` (classification). Only the keywords a ``run_eval`` declares are passed to it.
 
-An evaluator may also define ``check_inputs(params)``: ``start_train`` calls it before anything runs, so missing or
+An evaluator may declare ``OPTIONS``, a params section (`engine.sections.Section`) of its own keys: a task composes
+them into its ``evaluation_params`` and ``evaluator.py`` reads the same keys from ``eval_params.json``. It may also
+define ``check_inputs(params)``: ``start_train`` calls it before anything runs, so missing or
 wrong evaluation data is refused at once rather than at the first evaluation (hours later on real data). Keep the
 module cheap to import (import torch inside functions) so that ``start_train`` returns quickly.
 """
@@ -56,6 +58,12 @@ def get_evaluator(name: str, key: str = "evaluation_params.type") -> Callable:
         raise EvaluatorError(f"{key}: module {module.__name__!r} ({getattr(module, '__file__', '?')}) has no run_eval "
                              "function")
     return run_eval
+
+
+def evaluator_options(name: str, key: str = "evaluation_params.type"):
+    """The evaluator's typed options (``OPTIONS``: a params section whose keys it reads from
+    ``evaluation_params`` on the fly and from ``eval_params.json`` offline), or None if it has none."""
+    return getattr(_evaluator_module(name, key), "OPTIONS", None)
 
 
 def check_evaluator_inputs(name: str, params) -> None:

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Annotated, Callable, Literal, Optional
 
 import numpy as np
+from pydantic import Field
 
 from data.formats import REID_EVAL_LAYOUTS, check_eval_root, is_reid_eval_root, open_reid_eval
 from data.readers import decode_image
 from engine.errors import UserError
+from engine.sections import Fraction, NonNegInt, PositiveInt, Section
 from evaluate.metrics import pairwise_distances, rank_metrics, rank_metrics_from_features, topk_filtered
 from evaluate.postprocess import spectral_refine
 from evaluate.rerank import k_reciprocal_rerank
@@ -29,6 +31,27 @@ if TYPE_CHECKING:  # the params of the task these evaluators serve; only a type 
 
 log = logging.getLogger(__name__)
 PRIMARY = "rank1"
+
+
+class MarketOptions(Section):
+    """market_evaluate's options, the same keys on the fly (``evaluation_params``) and offline (``eval_params.json``)."""
+
+    distance: Literal["cosine", "euclidean"] = Field("cosine", description="Re-ID distance: cosine on L2-normalised "
+                                                     "features, or squared Euclidean on raw features.")
+    flip_test: bool = Field(False, description="Average the features of each image and its mirror.")
+    spectral_transform: Annotated[float, Field(ge=0.0)] = Field(
+        0.0, description="Temperature of the test-time spectral top-k refinement (seed post-processing); 0 = off. "
+        "Reported as a separate metric set with the prefix `st_`.")
+    spectral_top_k: PositiveInt = Field(50, description="Gallery items refined by the spectral post-processing.")
+    rerank: bool = Field(False, description="Also report k-reciprocal re-ranked metrics (prefix `rr_`).")
+    rerank_k1: PositiveInt = Field(20, description="k-reciprocal re-ranking k1.")
+    rerank_k2: PositiveInt = Field(6, description="k-reciprocal re-ranking k2 (query expansion).")
+    rerank_lambda: Fraction = Field(0.3, description="Weight of the original distance in re-ranking.")
+    max_rank: PositiveInt = Field(50, description="Length of the reported CMC curve.")
+    visualize_queries: NonNegInt = Field(4, description="Queries drawn with their top-10 in TensorBoard; 0 = none.")
+
+
+OPTIONS = MarketOptions
 
 
 def eval_data_dir(params: ReidParams) -> Path:

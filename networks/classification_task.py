@@ -3,4 +3,5 @@
 
 from networks.reid_task import PARAMS, build, check_inputs, rebuild_model
 
-__all__ = ["PARAMS", "build", "check_inputs", "rebuild_model"]
+DEFAULT_EVALUATOR = "classification_evaluate"
+__all__ = ["PARAMS", "DEFAULT_EVALUATOR", "build", "check_inputs", "rebuild_model"]

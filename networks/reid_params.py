@@ -9,7 +9,8 @@ from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 from pydantic import AliasChoices, Field, field_validator, model_validator
 
 from data.options import MIN_CROP_FRACTION, BatchSamplingParams, DataAugmentationParams, SyntheticDataParams
-from engine.params import EngineParams
+from engine.params import EngineParams, EvaluationParams
+from evaluate.market_evaluate import MarketOptions
 from engine.sections import Fraction, NonNegInt, PositiveInt, Section
 
 RESNET_NAMES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
@@ -180,6 +181,11 @@ class GanParams(Section):
     d_update_freq: Fraction = Field(1.0, description="Ignored (GAN unsupported).")
 
 
+class ReidEvaluationParams(EvaluationParams, MarketOptions):
+    """The re-ID task's evaluation section: the engine's schedule keys and market_evaluate's options
+    (classification_evaluate has none)."""
+
+
 class ReidParams(EngineParams):
     """params.json of the re-ID and classification tasks."""
 
@@ -188,6 +194,8 @@ class ReidParams(EngineParams):
 
     task: Literal["reid", "classification"] = Field("reid", description="What is trained: re-ID (identity classes, "
                                                     "P×K sampling, triplet) or plain image classification.")
+    evaluation_params: ReidEvaluationParams = Field(default_factory=ReidEvaluationParams,
+                                                    description="On-the-fly evaluation.")
     batches_dir: str = Field(description="Training data: a Market-1501 root (its bounding_box_train/ is used), one "
                              "folder per identity/class, or an LMDB pack made by `python -m data.pack`.")
     synthetic_data: Optional[SyntheticDataParams] = Field(None, description="Generate a synthetic dataset into "

@@ -14,6 +14,7 @@ from networks.reid_params import ReidParams
 
 log = logging.getLogger(__name__)
 PARAMS = ReidParams
+DEFAULT_EVALUATOR = "market_evaluate"
 
 
 def check_inputs(params: ReidParams) -> None:
