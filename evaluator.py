@@ -138,7 +138,8 @@ def format_table(metrics: dict[str, float]) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("eval_params", nargs="?", help="the eval_params.json file")
-    parser.add_argument("--print-schema", action="store_true", help="print the JSON Schema of eval_params.json and exit")
+    parser.add_argument("--print-schema", action="store_true",
+                        help="print the JSON Schema of eval_params.json and exit")
     args = parser.parse_args(argv)
     if args.print_schema:
         print(json.dumps(eval_params_schema(), indent=2))

@@ -587,7 +587,8 @@ def export_checkpoint(checkpoint_path: str | Path, out_path: str | Path, opset: 
     }
     report = ExportReport(out_path=str(out_path), source_checkpoint=str(source), task=task,
                           model=params.model_params.model, input_size=[h, w], outputs=output_names, output_dim=dim,
-                          num_classes=int(ckpt["task_state"]["num_classes"]), opset=opset, exporter=exporter, quantize=quantize,
+                          num_classes=int(ckpt["task_state"]["num_classes"]), opset=opset, exporter=exporter,
+                          quantize=quantize,
                           parity_inputs=parity_inputs, threshold=_threshold_text(task, quantize))
 
     with torch.no_grad():

@@ -4,8 +4,8 @@ A checkpoint is a dict of tensors and plain JSON-like values only, so it loads w
 and a file carrying any other object (a pickle payload) is refused. Layout (``FORMAT_VERSION`` 2)::
 
     format_version, task, params (the resolved params as a JSON-compatible dict), task_state (what the task records
-    and checks on resume; re-ID: num_classes, class_names), model (state dict), optimizer (state dict), epoch / step (where to continue: the next epoch and the next step
-    in it), global_step, best {metric, value, epoch}, eval_pending (the evaluation owed at the end of the last epoch
+    and checks on resume; re-ID: num_classes, class_names), model (state dict), optimizer (state dict), epoch / step
+    (where to continue: the next epoch and the next step in it), global_step, best {metric, value, epoch}, eval_pending (the evaluation owed at the end of the last epoch
     has not run), eval_history (every evaluation record), rng_torch (CPU generator state), rng_cuda (the generator
     state of every CUDA device, [] without CUDA), grad_scaler (fp16 GradScaler state, or None)
 
@@ -53,8 +53,9 @@ def resolve_checkpoint_path(path: str | Path) -> Path:
         best = path / "model_best.pth"
         if not best.is_file():
             kept = sorted(p.name for p in path.glob("*.pth"))
+            there = f" (there: {', '.join(kept)})" if kept else ""
             raise CheckpointError(f"{path}: a run directory without model_best.pth (no evaluation has finished yet); "
-                                  f"give a checkpoint file explicitly" + (f" (there: {', '.join(kept)})" if kept else ""))
+                                  f"give a checkpoint file explicitly{there}")
         return best
     return path
 

@@ -470,8 +470,8 @@ def parse_eval_params(data: Any, source: str = "eval_params", options: Optional[
 
 def markdown_reference_doc() -> str:
     """docs/params.md: one table per task's params class, then eval_params.json."""
-    parts = ["# Parameter reference\n\nGenerated from the params classes (`python -m engine.params --markdown`); a test "
-             "keeps it in sync. `task` selects the table; the keys of `EngineParams` are shared by every task.\n"]
+    parts = ["# Parameter reference\n\nGenerated from the params classes (`python -m engine.params --markdown`); a "
+             "test keeps it in sync. `task` selects the table; the keys of `EngineParams` are shared by every task.\n"]
     for cls, names in builtin_params_classes().items():
         tasks = ", ".join(f"`{name}`" for name in names)
         parts.append(f"## params.json: task {tasks} (`{cls.__module__}.{cls.__name__}`)\n\n{markdown_table(cls)}")

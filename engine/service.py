@@ -368,7 +368,9 @@ def start_detached(launch: Launch, nproc: int = 1) -> int:
     print(f"  log:          tail -f {shlex.quote(str(run_dir.log))}")
     print(f"  tensorboard:  tensorboard --logdir {shlex.quote(str(run_dir.path))}")
     print(f"  status:       {train_command('--operation', 'status', '--config_path', launch.params_hint)}")
-    print(f"  stop:         {train_command('--operation', 'stop_train', '--config_path', launch.params_hint, '--sub_working_dir', run_dir.path.name)}")
+    stop = train_command("--operation", "stop_train", "--config_path", launch.params_hint, "--sub_working_dir",
+                         run_dir.path.name)
+    print(f"  stop:         {stop}")
     return 0
 
 

@@ -96,8 +96,8 @@ def native_bf16(device: torch.device) -> bool:
     autocast is emulated and several times slower than fp32 (measured: 5× on a 2-core AVX2 CPU)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    cpu = torch.cpu
-    return any(getattr(cpu, probe, lambda: False)() for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
 
 
 def resolve_amp(amp: str, device: torch.device) -> str:
@@ -229,8 +229,9 @@ class Trainer:
         if data["task"] != self.params.task or data["task_state"] != self.parts.state:
             differs = sorted(k for k in set(data["task_state"]) | set(self.parts.state)
                              if data["task_state"].get(k) != self.parts.state.get(k))
-            raise ckpt.CheckpointError(f"{path}: trained for task {data['task']!r} with {_shown(data['task_state'], differs)}; "
-                                       f"this run is {self.params.task!r} with {_shown(self.parts.state, differs)}")
+            raise ckpt.CheckpointError(f"{path}: trained for task {data['task']!r} with "
+                                       f"{_shown(data['task_state'], differs)}; this run is {self.params.task!r} with "
+                                       f"{_shown(self.parts.state, differs)}")
         ckpt.load_weights_strict(self.model, data["model"], path)
         try:
             self.optimizer.load_state_dict(data["optimizer"])

@@ -34,7 +34,8 @@ PRIMARY = "rank1"
 
 
 class MarketOptions(Section):
-    """market_evaluate's options, the same keys on the fly (``evaluation_params``) and offline (``eval_params.json``)."""
+    """market_evaluate's options: the same keys on the fly (``evaluation_params``) and offline
+    (``eval_params.json``)."""
 
     distance: Literal["cosine", "euclidean"] = Field("cosine", description="Re-ID distance: cosine on L2-normalised "
                                                      "features, or squared Euclidean on raw features.")
