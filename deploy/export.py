@@ -3,12 +3,14 @@
     python -m deploy.export --checkpoint RUN/model_best.pth --out model.onnx [--opset 17]
                             [--quantize none|fp16|int8] [--batch-check 1,4] [--images DIR]
 
-The model is rebuilt from the params stored in the checkpoint (never from a state dict alone) and its eval-mode
-inference graph is exported:
+The model is rebuilt by its task from the params stored in the checkpoint (never from a state dict alone), and the
+task names the graphs to export (``export_graphs`` of the task module: :class:`ExportGraph`, each with its module,
+named inputs, outputs, parity tolerance and metadata). A task's only graph is written to ``--out``; a task with several
+(a tracker's template and search graphs) writes ``OUT_STEM.<name>.onnx`` for each. This module knows no task:
 
-* re-ID: input ``images`` (N×3×H×W float32, normalised), outputs ``features`` (the raw N×D descriptor, as the
-  PyTorch model returns it) and ``features_normalized`` (the same, L2-normalised inside the graph);
-* classification: input ``images``, output ``logits`` (N×num_classes).
+* re-ID (``networks/reid_export.py``): input ``images`` (N×3×H×W float32, normalised), outputs ``features`` (the raw
+  N×D descriptor, as the PyTorch model returns it) and ``features_normalized`` (the same, L2-normalised inside the
+  graph); classification: input ``images``, output ``logits`` (N×num_classes).
 
 The batch axis is dynamic. Everything a consumer needs (input size, mean/std, colour order, pixel scale, output
 meaning, feature dim, …) is written into the model's ``metadata_props``; :mod:`deploy.runtime` reads it back.
@@ -19,9 +21,9 @@ time of the torch.export-based exporter, which cannot produce opset < 18 (its do
 behind with a traceback in the log). ``exporter="dynamo"`` is kept as an option (opset raised to ≥ 18).
 
 Parity: before anything is written to ``out``, ONNX Runtime (CPUExecutionProvider) is run against PyTorch eager on
-the same batch at each size in ``batch_check`` (default 1 and 4). fp32 exports must agree within
-``FP32_TOLERANCE`` (max abs difference of the L2-normalised features for re-ID; of the logits, scaled by
-max(1, max|logit|), for classification). Quantised exports (int8 dynamic, fp16) are measured the same way and must
+the same batch at each size in ``batch_check`` (default 1 and 4). fp32 exports must agree within the graph's
+tolerance on its compared output (re-ID: ``FP32_TOLERANCE`` on the L2-normalised features; classification: on the
+logits, scaled by max(1, max|logit|)). Quantised exports (int8 dynamic, fp16) are measured the same way and must
 keep the mean cosine similarity to the fp32 PyTorch output ≥ ``QUANTIZED_MIN_MEAN_COSINE`` (and the worst image
 ≥ ``QUANTIZED_MIN_COSINE``). A failed check raises :class:`ExportError` and leaves no output file behind (the file
 is written atomically, only after every check passed).
@@ -84,6 +86,25 @@ class ParityResult:
 
 
 @dataclass
+class ExportGraph:
+    """One ONNX graph a task exports (``export_graphs`` of the task module): what to trace, the inputs of the parity
+    check, and how close ONNX Runtime must come to PyTorch. The core (tracing, metadata, checker, parity, quantised
+    variants, the atomic write) knows no task."""
+
+    module: Any                      # an nn.Module in eval mode; module(*inputs) returns the outputs in order
+    inputs: dict[str, np.ndarray]    # name → float32 batch of at least max(batch_check) rows; axis 0 is dynamic
+    output_names: list[str]
+    compared_output: str             # fp32 exports: max |Δ| on this output must stay within `tolerance`
+    primary_output: str              # quantised exports: cosine similarity of this output's rows is measured
+    tolerance: float
+    metadata: dict[str, Any]         # written into metadata_props (the task's preprocessing, output meaning, …)
+    report: dict[str, Any]           # the task's fields of the ExportReport (model, input_size, output_dim, …)
+    inputs_description: str = ""     # what the parity inputs are, for the report
+    top1_agreement: bool = False     # also report the share of rows with the same arg-max of the primary output
+    name: str = ""                   # "" for a task's only graph (written to --out), else OUT_STEM.<name>.onnx
+
+
+@dataclass
 class ExportReport:
     out_path: str
     source_checkpoint: str
@@ -92,7 +113,7 @@ class ExportReport:
     input_size: list[int]
     outputs: list[str]
     output_dim: int
-    num_classes: int
+    num_classes: Optional[int]
     opset: int
     exporter: str
     quantize: str
@@ -337,57 +358,52 @@ def _l2n(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def measure_parity(session, torch_model, images: np.ndarray, batch_sizes: Sequence[int], task: str) \
-        -> list[ParityResult]:
-    """Run ONNX Runtime and PyTorch eager (fp32, no grad) on the first `bs` images for each batch size."""
+def measure_parity(session, graph: ExportGraph, batch_sizes: Sequence[int]) -> list[ParityResult]:
+    """Run ONNX Runtime and PyTorch eager (fp32, no grad) on the first `bs` rows of the graph's inputs for each batch
+    size, and compare the outputs."""
     import torch
 
     results = []
     for bs in batch_sizes:
-        batch = np.ascontiguousarray(images[:bs])
+        feed = {name: np.ascontiguousarray(array[:bs]) for name, array in graph.inputs.items()}
         try:
-            outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"images": batch})))
+            got = dict(zip([o.name for o in session.get_outputs()], session.run(None, feed)))
         except Exception as err:  # noqa: BLE001
             raise ExportError(f"ONNX Runtime failed on a batch of {bs}: {_first_line(err)}") from err
         with torch.no_grad():
-            ref = torch_model(torch.from_numpy(batch)).float().numpy()
-        if task == "reid":
-            raw = outputs["features"]
-            normed = outputs["features_normalized"]
-            diff = float(np.abs(normed.astype(np.float64) - _l2n(ref.astype(np.float64))).max())
-            compared, agreement = "features_normalized", None
-        else:
-            raw = outputs["logits"]
-            diff = float(np.abs(raw.astype(np.float64) - ref).max())
-            compared = "logits"
-            agreement = float(np.mean(raw.argmax(1) == ref.argmax(1)))
-        if raw.shape != ref.shape:
-            raise ExportError(f"ONNX output shape {raw.shape} differs from PyTorch's {ref.shape} at batch {bs}")
-        cos = _cosines(raw, ref)
-        results.append(ParityResult(batch_size=bs, compared=compared, max_abs_diff=diff,
-                                    max_abs_diff_raw=float(np.abs(raw.astype(np.float64) - ref).max()),
+            ref = graph.module(*(torch.from_numpy(a) for a in feed.values()))
+        ref = ref if isinstance(ref, (tuple, list)) else (ref,)
+        expected = {name: t.float().numpy() for name, t in zip(graph.output_names, ref)}
+        for name in graph.output_names:
+            if got[name].shape != expected[name].shape:
+                raise ExportError(f"ONNX output {name} has shape {got[name].shape}, PyTorch's {expected[name].shape} "
+                                  f"at batch {bs}")
+        primary, primary_ref = got[graph.primary_output], expected[graph.primary_output]
+        cos = _cosines(primary.reshape(bs, -1), primary_ref.reshape(bs, -1))
+        agreement = (float(np.mean(primary.argmax(1) == primary_ref.argmax(1))) if graph.top1_agreement else None)
+        diff = float(np.abs(got[graph.compared_output].astype(np.float64) - expected[graph.compared_output]).max())
+        results.append(ParityResult(batch_size=bs, compared=graph.compared_output, max_abs_diff=diff,
+                                    max_abs_diff_raw=float(np.abs(primary.astype(np.float64) - primary_ref).max()),
                                     mean_cosine=float(cos.mean()), min_cosine=float(cos.min()),
                                     top1_agreement=agreement))
     return results
 
 
-def _threshold_text(task: str, quantize: str) -> str:
+def threshold_text(graph: ExportGraph, quantize: str) -> str:
     if quantize == "none":
-        if task == "reid":
-            return f"max |Δ| of L2-normalised features ≤ {FP32_TOLERANCE:g}"
-        return f"max |Δ logits| ≤ {FP32_TOLERANCE:g} × max(1, max |logit|)"
-    return (f"mean cosine to fp32 PyTorch ≥ {QUANTIZED_MIN_MEAN_COSINE:g} and min cosine ≥ "
-            f"{QUANTIZED_MIN_COSINE:g} (quantised: measured, not asserted to {FP32_TOLERANCE:g})")
+        return f"max |Δ| on {graph.compared_output} ≤ {graph.tolerance:.3g}"
+    return (f"mean cosine of {graph.primary_output} to fp32 PyTorch ≥ {QUANTIZED_MIN_MEAN_COSINE:g} and min cosine ≥ "
+            f"{QUANTIZED_MIN_COSINE:g} (quantised: measured, not asserted to {graph.tolerance:.3g})")
 
 
-def parity_failures(results: Sequence[ParityResult], task: str, quantize: str, ref_scale: float = 1.0) -> list[str]:
-    """Human-readable reasons why `results` fail the threshold for (`task`, `quantize`); empty = pass."""
+def parity_failures(results: Sequence[ParityResult], tolerance: float, quantize: str) -> list[str]:
+    """Human-readable reasons why `results` fail: fp32 within `tolerance`, quantised by cosine; empty = pass."""
     failures = []
     for r in results:
         if quantize == "none":
-            limit = FP32_TOLERANCE * (1.0 if task == "reid" else max(1.0, ref_scale))
-            if not r.max_abs_diff <= limit:
-                failures.append(f"batch {r.batch_size}: max |Δ| on {r.compared} = {r.max_abs_diff:.3g} > {limit:.3g}")
+            if not r.max_abs_diff <= tolerance:
+                failures.append(f"batch {r.batch_size}: max |Δ| on {r.compared} = {r.max_abs_diff:.3g} > "
+                                f"{tolerance:.3g}")
         else:
             if not r.mean_cosine >= QUANTIZED_MIN_MEAN_COSINE:
                 failures.append(f"batch {r.batch_size}: mean cosine {r.mean_cosine:.6f} < "
@@ -432,27 +448,8 @@ def images_from_dir(directory: str | Path, n: int, transform) -> tuple[np.ndarra
 # checkpoints of this tool
 
 
-def _reid_export_module(net):
-    """The re-ID export wrapper (defined lazily so that importing this module does not import torch)."""
-    import torch
-    from torch import nn
-
-    class ReidExport(nn.Module):
-        """(features, features_normalized): the eval descriptor and its L2-normalised copy, inside the graph."""
-
-        def __init__(self, inner: nn.Module) -> None:
-            super().__init__()
-            self.net = inner
-
-        def forward(self, images: torch.Tensor):
-            features = self.net(images)
-            return features, nn.functional.normalize(features, p=2.0, dim=1, eps=1e-12)
-
-    return ReidExport(net).eval()
-
-
 def load_model_from_checkpoint(checkpoint_path: str | Path):
-    """(model in eval mode on CPU, parsed ReidParams, checkpoint dict) rebuilt from the params stored inside."""
+    """(model in eval mode on CPU, parsed params, checkpoint dict), rebuilt by its task from the params stored inside."""
     from engine.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint_path
     from engine.params import parse_params
     from engine.tasks import task_module
@@ -505,114 +502,72 @@ def check_out_path(out_path: str | Path) -> None:
                           "overwrite it: choose another --out or remove the file")
 
 
+def _trace_batch(array: np.ndarray) -> np.ndarray:
+    """Two rows to trace with, so that nothing specialises on a batch of 1."""
+    rows = array[:2]
+    return np.ascontiguousarray(np.concatenate([rows, rows])[:2] if len(rows) < 2 else rows)
+
+
+def graph_out_path(out_path: Path, graph: ExportGraph) -> Path:
+    return out_path if not graph.name else out_path.with_name(f"{out_path.stem}.{graph.name}{out_path.suffix}")
+
+
 def export_checkpoint(checkpoint_path: str | Path, out_path: str | Path, opset: int = DEFAULT_OPSET,
                       quantize: str = "none", batch_check: Sequence[int] | str = (1, 4),
-                      images_dir: Optional[str | Path] = None, exporter: str = "torchscript") -> ExportReport:
-    """Export a checkpoint of this tool to ONNX with metadata, check it, prove parity; see the module docstring."""
-    import torch
-
-    from data.transforms import build_eval_transform, network_input_size, normalization
+                      images_dir: Optional[str | Path] = None, exporter: str = "torchscript") -> list[ExportReport]:
+    """Export a checkpoint of this tool: the model is rebuilt by its task, which also names its graphs
+    (``export_graphs(model, params, checkpoint, batch, images_dir)`` of the task module); each graph is written with
+    its metadata after its parity check passed. Returns one report per graph."""
     from engine.checkpoint import resolve_checkpoint_path
+    from engine.tasks import task_module
 
-    started = time.monotonic()
     if quantize not in QUANTIZE_CHOICES:
         raise ExportError(f"quantize: expected one of {', '.join(QUANTIZE_CHOICES)}; found {quantize!r}")
     sizes = _parse_batch_sizes(batch_check)
-    check_out_path(out_path)
+    out_path = Path(out_path)
     source = resolve_checkpoint_path(checkpoint_path)
     model, params, ckpt = load_model_from_checkpoint(source)
-    task = params.task
-    aug = params.data_augmentation
-    h, w = network_input_size(params.img_h, params.img_w, aug)
-    mean, std = normalization(aug)
+    export_graphs = getattr(task_module(params.task), "export_graphs", None)
+    if not callable(export_graphs):
+        raise ExportError(f"{source}: task {params.task!r} does not export ONNX graphs (its module has no "
+                          "export_graphs)")
+    graphs = export_graphs(model, params, ckpt, batch=max(sizes), images_dir=images_dir)
+    for graph in graphs:
+        check_out_path(graph_out_path(out_path, graph))
+    checkpoint_facts = {"source_checkpoint": str(Path(source).resolve()), "checkpoint_epoch": str(ckpt.get("epoch", "")),
+                        "checkpoint_best": ckpt.get("best") or {}, "quantization": QUANTIZATION_TEXT[quantize]}
+    return [_export_graph(graph, graph_out_path(out_path, graph), source, params.task, checkpoint_facts, sizes,
+                          opset, exporter, quantize) for graph in graphs]
 
-    if images_dir is not None:
-        transform = build_eval_transform(params.img_h, params.img_w, aug)
-        images, distinct = images_from_dir(images_dir, max(sizes), transform)
-        parity_inputs = f"{distinct} image(s) from {images_dir} through the eval transform"
-    else:
-        images = random_images(max(sizes), (h, w), mean, std)
-        parity_inputs = f"deterministic random images (seed {PARITY_SEED}), normalised like real data"
-    if images.shape[1:] != (3, h, w):
-        raise ExportError(f"parity images are {images.shape[1:]}, the model input is {(3, h, w)}")
 
-    if task == "reid":
-        module = _reid_export_module(model)
-        output_names = ["features", "features_normalized"]
-        dim = int(model.descriptor_dim)
-        outputs_meaning = {
-            "features": f"N×{dim} raw re-ID descriptor (BNNeck output of the PyTorch model in eval mode), "
-                        "not L2-normalised",
-            "features_normalized": f"N×{dim} the same descriptor L2-normalised (x / max(‖x‖₂, 1e-12)); compare with "
-                                   "cosine similarity = dot product"}
-        primary = "features"
-    else:
-        module = model
-        output_names = ["logits"]
-        dim = int(ckpt["task_state"]["num_classes"])
-        outputs_meaning = {"logits": f"N×{dim} class scores before softmax, in the order of class_names"}
-        primary = "logits"
-    dynamic_axes = {"images": {0: "batch"}, **{name: {0: "batch"} for name in output_names}}
-    imagenet = bool(aug.imagenet_static)
-    metadata = {
-        "task": task,
-        "model": params.model_params.model,
-        "model_params": params.model_params.model_dump(mode="json"),
-        "num_classes": str(int(ckpt["task_state"]["num_classes"])),
-        "class_names": list(ckpt["task_state"].get("class_names") or []),
-        "input_name": "images",
-        "input_layout": "NCHW",
-        "input_dtype": "float32",
-        "input_height": str(h),
-        "input_width": str(w),
-        "mean": list(mean),
-        "std": list(std),
-        "normalization": "imagenet" if imagenet else "0.5",
-        "color_order": "RGB",
-        "pixel_scale": repr(1.0 / 255.0),
-        "resize": "bilinear",
-        "preprocessing": f"decode to RGB → bilinear resize (PIL, antialiased) to {h}×{w} → float32 ×1/255 → "
-                         "(x − mean) / std per channel → N×3×H×W",
-        "output_names": output_names,
-        "outputs": outputs_meaning,
-        "primary_output": primary,
-        "feature_dim": str(dim),
-        "normalized": "false",
-        "normalized_output": "features_normalized" if task == "reid" else "",
-        "batch_axis": "dynamic",
-        "quantization": QUANTIZATION_TEXT[quantize],
-        "source_checkpoint": str(Path(source).resolve()),
-        "checkpoint_epoch": str(ckpt.get("epoch", "")),
-        "checkpoint_best": ckpt.get("best") or {},
-    }
+def _export_graph(graph: ExportGraph, out_path: Path, source: Path, task: str, checkpoint_facts: dict,
+                  sizes: list[int], opset: int, exporter: str, quantize: str) -> ExportReport:
+    import torch
+
+    started = time.monotonic()
     report = ExportReport(out_path=str(out_path), source_checkpoint=str(source), task=task,
-                          model=params.model_params.model, input_size=[h, w], outputs=output_names, output_dim=dim,
-                          num_classes=int(ckpt["task_state"]["num_classes"]), opset=opset, exporter=exporter,
-                          quantize=quantize,
-                          parity_inputs=parity_inputs, threshold=_threshold_text(task, quantize))
-
-    with torch.no_grad():
-        ref_scale = float(model(torch.from_numpy(images)).abs().max()) if task == "classification" else 1.0
+                          outputs=list(graph.output_names), opset=opset, exporter=exporter, quantize=quantize,
+                          parity_inputs=graph.inputs_description, threshold=threshold_text(graph, quantize),
+                          **graph.report)
 
     def verify(onnx_model) -> dict:
-        session = session_from_model(onnx_model)
-        report.parity = measure_parity(session, model, images, sizes, task)
-        failures = parity_failures(report.parity, task, quantize, ref_scale)
+        report.parity = measure_parity(session_from_model(onnx_model), graph, sizes)
+        failures = parity_failures(report.parity, graph.tolerance, quantize)
         if failures:
-            kept = " (the file there was left unchanged)" if Path(out_path).exists() else " (no file was written)"
+            kept = " (the file there was left unchanged)" if out_path.exists() else " (no file was written)"
             raise ExportError(f"{source}: ONNX Runtime vs PyTorch parity failed for {out_path}{kept}: "
                               f"{'; '.join(failures)}; threshold: {report.threshold}")
         report.passed = True
-        return {"parity": {"threshold": report.threshold, "inputs": parity_inputs,
+        return {"parity": {"threshold": report.threshold, "inputs": graph.inputs_description,
                            "results": [dataclasses.asdict(r) for r in report.parity]}}
 
-    example = torch.from_numpy(images[:2].copy())
-    if example.shape[0] < 2:  # trace with batch 2 so nothing specialises on a batch of 1
-        example = torch.cat([example, example])
-    export_module(module, (example,), ["images"], output_names, dynamic_axes, metadata, out_path, opset=opset,
-                  exporter=exporter, postprocess=QUANTIZERS[quantize], verify=verify)
+    example = tuple(torch.from_numpy(_trace_batch(array)) for array in graph.inputs.values())
+    dynamic_axes = {name: {0: "batch"} for name in [*graph.inputs, *graph.output_names]}
+    export_module(graph.module, example, list(graph.inputs), graph.output_names, dynamic_axes,
+                  {**graph.metadata, **checkpoint_facts}, out_path, opset=opset, exporter=exporter,
+                  postprocess=QUANTIZERS[quantize], verify=verify)
     report.opset = max(opset, 18) if exporter == "dynamo" else opset
-    report.file_bytes = Path(out_path).stat().st_size
+    report.file_bytes = out_path.stat().st_size
     report.seconds = round(time.monotonic() - started, 3)
     return report
 
@@ -642,14 +597,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
-    report = export_checkpoint(args.checkpoint, args.out, opset=args.opset, quantize=args.quantize,
-                               batch_check=args.batch_check, images_dir=args.images, exporter=args.exporter)
-    worst = max(report.parity, key=lambda r: r.max_abs_diff)
-    print(f"exported {report.source_checkpoint} → {report.out_path} ({report.file_bytes / 1e6:.1f} MB, "
-          f"{report.task}, {report.model}, input {report.input_size[0]}×{report.input_size[1]}); parity on "
-          f"{worst.compared}: max |Δ| {worst.max_abs_diff:.3g}, mean cosine "
-          f"{min(r.mean_cosine for r in report.parity):.6f} ({report.threshold})", file=sys.stderr)
-    print(report.to_json())
+    reports = export_checkpoint(args.checkpoint, args.out, opset=args.opset, quantize=args.quantize,
+                                batch_check=args.batch_check, images_dir=args.images, exporter=args.exporter)
+    for report in reports:
+        worst = max(report.parity, key=lambda r: r.max_abs_diff)
+        print(f"exported {report.source_checkpoint} → {report.out_path} ({report.file_bytes / 1e6:.1f} MB, "
+              f"{report.task}, {report.model}, input {'×'.join(str(v) for v in report.input_size)}); parity on "
+              f"{worst.compared}: max |Δ| {worst.max_abs_diff:.3g}, mean cosine "
+              f"{min(r.mean_cosine for r in report.parity):.6f} ({report.threshold})", file=sys.stderr)
+    # one graph: its report; several (a tracker's template and search graphs): a list of them
+    print(reports[0].to_json() if len(reports) == 1 else json.dumps([r.to_dict() for r in reports], indent=2))
     return 0
 
 

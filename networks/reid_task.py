@@ -10,11 +10,13 @@ from pathlib import Path
 from data.options import SyntheticDataParams
 from engine.errors import UserError
 from engine.tasks import ParamGroup, TaskParts
+from networks.reid_export import export_graphs
 from networks.reid_params import ReidParams
 
 log = logging.getLogger(__name__)
 PARAMS = ReidParams
 DEFAULT_EVALUATOR = "market_evaluate"
+__all__ = ["PARAMS", "DEFAULT_EVALUATOR", "build", "check_inputs", "export_graphs", "rebuild_model"]
 
 
 def check_inputs(params: ReidParams) -> None:

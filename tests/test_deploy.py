@@ -87,7 +87,7 @@ def reid_export(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("reid")
     ckpt = save_tiny_checkpoint(tmp / "model_best.pth", "reid")
     out = tmp / "reid.onnx"
-    report = export_checkpoint(ckpt, out, batch_check=(1, 5))
+    [report] = export_checkpoint(ckpt, out, batch_check=(1, 5))
     return ckpt, out, report
 
 
@@ -143,7 +143,7 @@ def test_part_based_reid_export(tmp_path):
     params = parse_params(tiny_train_params("reid", pcb_n_parts=4, feature_global_dim=16, spectral_trans=0.5,
                                             feature_mask=True)).model_dump(mode="json")
     ckpt = save_tiny_checkpoint(tmp_path / "pcb.pth", "reid", params=params)
-    report = export_checkpoint(ckpt, tmp_path / "pcb.onnx", batch_check=(1, 5))
+    [report] = export_checkpoint(ckpt, tmp_path / "pcb.onnx", batch_check=(1, 5))
     assert report.output_dim == DIM + 16 and report.passed
     assert all(r.max_abs_diff <= TOL for r in report.parity)
     model = OnnxFeatureModel(tmp_path / "pcb.onnx", intra_op_threads=1)
@@ -211,7 +211,7 @@ def test_parity_failure_raises_and_writes_no_file(tmp_path, monkeypatch):
 def test_int8_and_fp16_exports_report_measured_parity(tmp_path, reid_export):
     ckpt, fp32_path, _ = reid_export
     out8 = tmp_path / "int8.onnx"
-    report = export_checkpoint(ckpt, out8, quantize="int8", batch_check=(1, 4))
+    [report] = export_checkpoint(ckpt, out8, quantize="int8", batch_check=(1, 4))
     assert report.quantize == "int8" and report.passed and "cosine" in report.threshold
     for r in report.parity:
         assert 0 < r.max_abs_diff < 0.5  # measured and reported, not asserted to the fp32 tolerance
@@ -223,7 +223,7 @@ def test_int8_and_fp16_exports_report_measured_parity(tmp_path, reid_export):
     assert model(ex.random_images(2, (H, W), model.mean, model.std)).shape == (2, DIM)
 
     out16 = tmp_path / "fp16.onnx"
-    report16 = export_checkpoint(ckpt, out16, quantize="fp16", batch_check=(1, 4))
+    [report16] = export_checkpoint(ckpt, out16, quantize="fp16", batch_check=(1, 4))
     assert report16.passed and all(r.mean_cosine >= 0.999 for r in report16.parity)
     onnx.checker.check_model(onnx.load(str(out16)))
 

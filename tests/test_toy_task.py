@@ -1,6 +1,7 @@
 """A third task defined only in tests/plugins/toy_box (box regression from a synthetic image) trains through
-train.py, resumes exactly, evaluates through a plugin evaluator and exports to ONNX: no edit to engine/,
-evaluate/__init__.py or deploy/ was needed, which is the proof that the trackers can plug in the same way."""
+train.py, resumes exactly, evaluates through a plugin evaluator and exports to ONNX through ``python -m
+deploy.export``: no edit to engine/, evaluate/__init__.py or deploy/ was needed, which is the proof that the trackers
+can plug in the same way."""
 
 from __future__ import annotations
 
@@ -68,22 +69,26 @@ def test_toy_task_resumes_exactly(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_toy_task_exports_to_onnx_through_the_generic_core(tmp_path):
+def test_toy_task_exports_to_onnx_with_deploy_export(tmp_path, capsys):
     import onnxruntime
+
+    from deploy import export
 
     config = write_params(tmp_path / "params.json", toy_params(tmp_path / "runs", epochs=1))
     trained = run(config, "toy")
-    toy, params = task_module("toy_box.task"), load_params(config)
-    checkpoint = load_checkpoint(trained.best)
-    model = toy.rebuild_model(params, checkpoint, trained.best).eval()
-    toy.export_onnx(model, params, tmp_path / "toy.onnx")
+    assert export.main(["--checkpoint", str(trained.path), "--out", str(tmp_path / "toy.onnx"),
+                        "--batch-check", "1,5"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["task"] == "toy_box.task" and report["passed"] and report["outputs"] == ["boxes"]
+    assert [r["batch_size"] for r in report["parity"]] == [1, 5]
 
     session = onnxruntime.InferenceSession(str(tmp_path / "toy.onnx"), providers=["CPUExecutionProvider"])
     metadata = session.get_modelmeta().custom_metadata_map
-    assert metadata["task"] == "toy_box.task" and float(metadata["parity_max_abs_diff"]) <= 1e-4
-    images = toy.square_images(7, params.img_size, seed=5)[0]  # another batch size than the export's example
+    assert metadata["task"] == "toy_box.task" and metadata["exported_by"] == export.EXPORTED_BY
+    toy, params = task_module("toy_box.task"), load_params(config)
+    model = toy.rebuild_model(params, load_checkpoint(trained.best), trained.best).eval()
+    images = toy.square_images(7, params.img_size, seed=5)[0]  # another batch size than the check's
     with torch.no_grad():
         expected = model(torch.from_numpy(images)).numpy()
     got = session.run(None, {"images": images})[0]
     assert got.shape == (7, 4) and np.abs(got - expected).max() < 1e-4
-    assert json.loads(trained.params.read_text())["img_size"] == 24

@@ -107,23 +107,14 @@ def rebuild_model(params: ToyBoxParams, checkpoint: dict, path):
     return model
 
 
-def export_onnx(model, params: ToyBoxParams, out_path) -> None:
-    """Through the generic export core: one graph, ``images`` → ``boxes``, parity with ONNX Runtime checked."""
-    import torch
+def export_graphs(model, params: ToyBoxParams, checkpoint: dict, batch: int, images_dir=None):
+    """One graph, ``images`` → ``boxes``, for ``python -m deploy.export`` (no edit there for this task)."""
+    from deploy.export import ExportGraph
 
-    from deploy.export import ExportError, export_module, session_from_model
-
-    model = model.eval().float().to(memory_format=torch.contiguous_format)
-    example = torch.from_numpy(square_images(4, params.img_size, seed=99)[0])
-
-    def verify(onnx_model) -> dict:
-        got = session_from_model(onnx_model).run(None, {"images": example.numpy()})[0]
-        with torch.no_grad():
-            expected = model(example).numpy()
-        difference = float(np.abs(got - expected).max())
-        if difference > 1e-4:
-            raise ExportError(f"ONNX Runtime differs from PyTorch by {difference}")
-        return {"parity_max_abs_diff": difference}
-
-    export_module(model, (example,), ["images"], ["boxes"], {"images": {0: "batch"}, "boxes": {0: "batch"}},
-                  {"task": params.task, "img_size": params.img_size}, out_path, verify=verify)
+    images = square_images(batch, params.img_size, seed=99)[0]
+    return [ExportGraph(module=model, inputs={"images": images}, output_names=["boxes"], compared_output="boxes",
+                        primary_output="boxes", tolerance=1e-4, metadata={"task": params.task,
+                                                                          "img_size": params.img_size},
+                        report={"model": "toy convnet", "input_size": [params.img_size, params.img_size],
+                                "output_dim": 4, "num_classes": None},
+                        inputs_description=f"{batch} synthetic square images")]
