@@ -149,6 +149,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
 
     from engine.params import parse_eval_params, read_json_file
+    from engine.tasks import evaluator_input
     from engine.run_dir import write_text_atomic
     from evaluate import call_evaluator, evaluator_options, get_evaluator
     from evaluate.features import check_cache_target
@@ -178,6 +179,7 @@ def main(argv=None) -> int:
             extra["class_names"] = tuple(model.class_names)
     else:
         model, params = model_and_params_from_checkpoint(ep, options, path, ckpt, device)
+        model = evaluator_input(params.task, model, params)
         if params.task == "classification":
             extra["class_names"] = tuple(ckpt["task_state"]["class_names"])
     import torch

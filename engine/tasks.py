@@ -6,8 +6,11 @@ The engine knows no task. For ``params.task`` it imports the task's module lazil
 - ``build(params, rank=0, world_size=1) -> TaskParts``: model, loss, data, parameter groups, task state;
 - ``rebuild_model(params, checkpoint, path)``: the one way to rebuild its model from a checkpoint, used by offline
   evaluation, export and distillation alike;
-- optionally ``check_inputs(params)`` (refuse missing or wrong inputs before a run starts) and
-  ``RESUMABLE_CHANGES`` (keys of its own that a resumed run may change, beyond the engine's).
+- ``export_graphs(model, params, checkpoint, batch, images_dir)``: its ONNX graphs (`deploy.export.ExportGraph`);
+- optionally ``check_inputs(params)`` (refuse missing or wrong inputs before a run starts), ``RESUMABLE_CHANGES``
+  (keys of its own that a resumed run may change, beyond the engine's), ``DEFAULT_EVALUATOR`` and
+  ``evaluator_input(model, params)``: what evaluators receive (default: the model in eval mode; a tracker task hands
+  them a tracker built around its network).
 
 The module must be cheap to import (torch inside functions): ``start_train`` reads ``PARAMS`` and runs
 ``check_inputs`` and returns without loading torch.
@@ -53,6 +56,12 @@ class TaskParts:
     state: dict = field(default_factory=dict)
     # whether a step can leave trainable parameters out of the loss (DistributedDataParallel must be told)
     may_leave_parameters_unused: bool = False
+
+
+def evaluator_input(task: str, model, params):
+    """What the evaluators of `task` receive for `model` (in eval mode)."""
+    make = getattr(task_module(task), "evaluator_input", None)
+    return make(model, params) if callable(make) else model
 
 
 def builtin_task_names() -> list[str]:

@@ -36,7 +36,7 @@ from engine.lr_schedule import apply_lr, lr_factor
 from engine.optim import build_optimizer
 from engine.params import EngineParams, params_dict
 from engine.run_dir import RunDir
-from engine.tasks import task_module
+from engine.tasks import evaluator_input, task_module
 from evaluate import call_evaluator, get_evaluator
 
 log = logging.getLogger(__name__)
@@ -340,7 +340,8 @@ class Trainer:
         started = time.time()
         self.model.eval()
         with torch.no_grad():
-            metrics, primary = call_evaluator(self.evaluator_name, self.run_eval, self.params, self.model,
+            target = evaluator_input(self.params.task, self.model, self.params)
+            metrics, primary = call_evaluator(self.evaluator_name, self.run_eval, self.params, target,
                                               self.device, writer=self.writer, global_step=p.global_step)
         self.net.train()
         best_metric = self.params.evaluation_params.best_metric or primary

@@ -54,8 +54,18 @@ def test_toy_task_trains_evaluates_through_its_plugin_and_keeps_the_best(tmp_pat
     untrained = toy.build(params).model.eval()
     from toy_box.evaluate import run_eval
 
-    before = run_eval(params, untrained, torch.device("cpu"))[0]["mean_iou"]
+    before = run_eval(params, toy.evaluator_input(untrained, params), torch.device("cpu"))[0]["mean_iou"]
     assert max(scores) > before + 0.1, (before, scores)  # it learned to find the square
+
+    # offline: evaluator.py rebuilds the model through the task and hands the evaluator the task's predictor
+    import evaluator
+
+    write_params(tmp_path / "eval_params.json", {"model_path": str(trained.path), "benchmark_type": "toy_box.evaluate",
+                                                 "num_preprocess_workers": 0,
+                                                 "result_log_file": str(tmp_path / "result.json")})
+    assert evaluator.main([str(tmp_path / "eval_params.json")]) == 0
+    offline = json.loads((tmp_path / "result.json").read_text())["metrics"]["mean_iou"]
+    assert offline == pytest.approx(checkpoint["best"]["value"], abs=1e-6)
 
 
 def test_toy_task_resumes_exactly(tmp_path):

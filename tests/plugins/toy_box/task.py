@@ -107,6 +107,24 @@ def rebuild_model(params: ToyBoxParams, checkpoint: dict, path):
     return model
 
 
+class BoxPredictor:
+    """What the toy task's evaluators receive: N×3×S×S float32 images in, N×4 boxes out (NumPy both ways)."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        import torch
+
+        device = next(self.model.parameters()).device
+        with torch.no_grad():
+            return self.model(torch.from_numpy(images).to(device)).float().cpu().numpy()
+
+
+def evaluator_input(model, params: ToyBoxParams) -> BoxPredictor:
+    return BoxPredictor(model)
+
+
 def export_graphs(model, params: ToyBoxParams, checkpoint: dict, batch: int, images_dir=None):
     """One graph, ``images`` → ``boxes``, for ``python -m deploy.export`` (no edit there for this task)."""
     from deploy.export import ExportGraph
