@@ -172,16 +172,15 @@ def main(argv=None) -> int:
     run_eval = get_evaluator(name, key=key)
     options = evaluator_options(name, key=key)
     ep = parse_eval_params(data, args.eval_params, options)
-    extra = {}
     if ep.model_path.endswith(".onnx"):
         params = params_for_onnx(ep, options, model)
-        if params.task == "classification" and model.class_names:
-            extra["class_names"] = tuple(model.class_names)
+        class_names = model.class_names
     else:
         model, params = model_and_params_from_checkpoint(ep, options, path, ckpt, device)
         model = evaluator_input(params.task, model, params)
-        if params.task == "classification":
-            extra["class_names"] = tuple(ckpt["task_state"]["class_names"])
+        class_names = ckpt["task_state"].get("class_names")
+    # the model's class names, for an evaluator that declares `class_names` (classification_evaluate)
+    extra = {"class_names": tuple(class_names)} if class_names else {}
     import torch
 
     with torch.no_grad():
