@@ -1,0 +1,176 @@
+"""Context-scaled square crops for the Siamese/regression trackers, and exact frame ↔ crop coordinate maps.
+
+Coordinates are continuous (see ``data.boxes``): pixel (i, j) covers [i, i+1) × [j, j+1). A ``CropWindow`` is the square
+of ``side`` frame pixels centred at (cx, cy), resampled to ``out_size × out_size``; frame point x maps to crop point
+u = (x - x0) * scale with x0 = cx - side/2 and scale = out_size/side, so the window centre lands at out_size/2 and
+box sizes are multiplied by ``scale``. ``crop_image`` samples the image with exactly that map (bilinear).
+
+Where we differ from the reference implementations (video_analyst ``crop_track_pair``/``get_crop``, SiamMask
+``get_subwindow_tracking``): they use pixel-inclusive boxes and put the crop centre at (out_size - 1)/2 and accept a
+search box inside [0, out_size - 1]; here the centre is out_size/2 and the accepted region is [0, out_size]. They also
+round the crop side to whole pixels in places; we never round.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Sequence, Union
+
+import cv2
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from data.boxes import Boxes, as_boxes, is_valid_xywh, xywh_to_cxcywh
+
+Border = Union[Literal["mean", "zero"], Sequence[float]]
+
+
+def context_side(w: ArrayLike, h: ArrayLike, context: float = 0.5) -> NDArray[np.float64] | np.float64:
+    """Side of the square context region around a w × h box: sqrt((w + c(w+h)) * (h + c(w+h))).
+
+    The SiamFC / SiamFC++ / SiamMask template region (c = 0.5): the box plus a margin of c(w+h)/2 on each side, squared
+    up keeping the area. Vectorised over broadcastable ``w`` and ``h``.
+    """
+    w = np.asarray(w, dtype=np.float64)
+    h = np.asarray(h, dtype=np.float64)
+    pad = context * (w + h)
+    return np.sqrt((w + pad) * (h + pad))
+
+
+@dataclass(frozen=True)
+class CropWindow:
+    """The square [cx - side/2, cx + side/2] × [cy - side/2, cy + side/2] of the frame, resampled to out_size²."""
+
+    cx: float
+    cy: float
+    side: float
+    out_size: int
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.cx) and np.isfinite(self.cy) and np.isfinite(self.side) and self.side > 0):
+            raise ValueError(f"crop window needs a finite centre and a finite side > 0, got {self}")
+        if int(self.out_size) != self.out_size or self.out_size < 1:
+            raise ValueError(f"out_size must be a positive integer, got {self.out_size}")
+
+    @property
+    def scale(self) -> float:
+        """Crop pixels per frame pixel."""
+        return self.out_size / self.side
+
+    @property
+    def x0(self) -> float:
+        """Frame x of the crop's left edge."""
+        return self.cx - self.side / 2
+
+    @property
+    def y0(self) -> float:
+        """Frame y of the crop's top edge."""
+        return self.cy - self.side / 2
+
+
+def _to_crop(boxes: Boxes, x0: ArrayLike, y0: ArrayLike, scale: ArrayLike) -> Boxes:
+    """xywh frame boxes → crop boxes for (broadcastable) window origins and scales; shared so results agree bitwise."""
+    x0, y0, scale = (np.asarray(v, dtype=np.float64) for v in (x0, y0, scale))
+    return np.stack([(boxes[..., 0] - x0) * scale, (boxes[..., 1] - y0) * scale,
+                     boxes[..., 2] * scale, boxes[..., 3] * scale], axis=-1)
+
+
+def frame_to_crop(boxes_xywh: ArrayLike, window: CropWindow) -> Boxes:
+    """Frame xywh boxes (..., 4) → the same boxes in crop pixels: x' = (x - x0) * scale, w' = w * scale."""
+    return _to_crop(as_boxes(boxes_xywh), window.x0, window.y0, window.scale)
+
+
+def crop_to_frame(boxes_xywh: ArrayLike, window: CropWindow) -> Boxes:
+    """Crop xywh boxes (..., 4) → frame pixels, the inverse of ``frame_to_crop``: x = x'/scale + x0, w = w'/scale."""
+    b = as_boxes(boxes_xywh)
+    return np.stack([b[..., 0] / window.scale + window.x0, b[..., 1] / window.scale + window.y0,
+                     b[..., 2] / window.scale, b[..., 3] / window.scale], axis=-1)
+
+
+def channel_mean(image: NDArray) -> tuple[float, float, float]:
+    """Per-channel mean of an H×W×3 image: the padding colour of SiamFC++/SiamMask (trackers take the first frame's)."""
+    return tuple(float(v) for v in np.asarray(image).reshape(-1, 3).mean(axis=0, dtype=np.float64))
+
+
+def _border_value(image: NDArray, border: Border) -> tuple[float, float, float]:
+    if isinstance(border, str):
+        if border == "mean":
+            return channel_mean(image)
+        if border == "zero":
+            return (0.0, 0.0, 0.0)
+        raise ValueError(f"border must be 'mean', 'zero' or a colour of 3 values, got {border!r}")
+    colour = tuple(float(v) for v in border)
+    if len(colour) != 3:
+        raise ValueError(f"border colour needs 3 values, got {border!r}")
+    return colour
+
+
+def crop_image(image: NDArray, window: CropWindow, border: Border = "mean") -> NDArray:
+    """Bilinear out_size × out_size × 3 crop of an H×W×3 image (uint8 or float32; the output has the input dtype).
+
+    Output pixel j has continuous centre j + 0.5, which comes from frame x = x0 + (j + 0.5)/scale. OpenCV puts pixel
+    centres at integer coordinates, so that is source coordinate x - 0.5; ``cv2.warpAffine`` gets this
+    destination → source map with WARP_INVERSE_MAP (no matrix inversion, so it is exact). Samples outside the image
+    blend with the border colour: "mean" = this image's per-channel mean, "zero" = 0 (GOTURN), or an explicit colour
+    (a tracker passes its first frame's ``channel_mean``). uint8 outputs are rounded/saturated by OpenCV.
+    """
+    image = np.ascontiguousarray(image)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image must be H×W×3, got shape {image.shape}")
+    inv = 1.0 / window.scale
+    dst_to_src = np.array([[inv, 0.0, window.x0 + 0.5 * inv - 0.5],
+                           [0.0, inv, window.y0 + 0.5 * inv - 0.5]])
+    size = int(window.out_size)
+    return cv2.warpAffine(image, dst_to_src, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=_border_value(image, border))
+
+
+def _object_geometry(box_xywh: ArrayLike, context: float) -> tuple[Boxes, float, float, float]:
+    """(box, cx, cy, context side) of one valid xywh box; ValueError otherwise."""
+    box = as_boxes(box_xywh)
+    if box.shape != (4,) or not is_valid_xywh(box):
+        raise ValueError(f"need one finite xywh box with w, h > 0, got {box_xywh!r}")
+    cx, cy, w, h = xywh_to_cxcywh(box)
+    return box, float(cx), float(cy), float(context_side(w, h, context))
+
+
+def template_window(box_xywh: ArrayLike, context: float = 0.5, template_size: int = 127) -> CropWindow:
+    """The template crop: the box's context square (``context_side``), centred on the box, no augmentation."""
+    _, cx, cy, side = _object_geometry(box_xywh, context)
+    return CropWindow(cx, cy, side, template_size)
+
+
+def sample_search_window(rng: np.random.Generator, box_xywh: ArrayLike, *, context: float = 0.5,
+                         template_size: int = 127, search_size: int = 303, max_scale: float = 0.3,
+                         max_shift: float = 0.4, tries: int = 50) -> tuple[CropWindow, Boxes]:
+    """SiamFC++ training search crop with random scale and shift: (window, the box in crop pixels).
+
+    Re-statement of video_analyst ``crop_track_pair`` (search half; the template is ``template_window``):
+
+    * base side = context_side(w, h) * search_size / template_size, so the unaugmented search crop shows the object at
+      the template crop's scale;
+    * each try draws scale_rand ~ U(1/(1 + max_scale), 1 + max_scale) (uniform, as the reference, not log-uniform) and
+      uses side = base side * scale_rand, so the object appears 1/scale_rand times its template size;
+    * it draws d = (dx, dy) ~ U(-max_shift, max_shift)² * side/2 frame pixels and centres the crop at the object
+      centre minus d, so the object sits at out_size/2 + d * scale in the crop;
+    * the first try whose box lies inside [0, search_size]² is used; if none of ``tries`` does, the crop is the
+      unaugmented one (centred, base side), whose box may then extend outside the crop.
+
+    All tries are drawn at once (scales, then shifts), so the result is a deterministic function of the rng state.
+    Differences from the reference: continuous coordinates (centre out_size/2, bounds [0, out_size], see the module).
+    """
+    if max_scale < 0 or max_shift < 0 or tries < 0:
+        raise ValueError(f"need max_scale, max_shift, tries >= 0, got {max_scale}, {max_shift}, {tries}")
+    box, cx, cy, side = _object_geometry(box_xywh, context)
+    base_side = side * search_size / template_size
+    sides = base_side * rng.uniform(1.0 / (1.0 + max_scale), 1.0 + max_scale, size=tries)
+    shifts = rng.uniform(-max_shift, max_shift, size=(tries, 2)) * (sides / 2)[:, None]
+    centres_x, centres_y = cx - shifts[:, 0], cy - shifts[:, 1]
+    in_crop = _to_crop(box, centres_x - sides / 2, centres_y - sides / 2, search_size / sides)
+    inside = (in_crop[:, :2] >= 0).all(axis=1) & (in_crop[:, :2] + in_crop[:, 2:] <= search_size).all(axis=1)
+    if not inside.any():
+        window = CropWindow(cx, cy, base_side, search_size)
+        return window, frame_to_crop(box, window)
+    first = int(np.argmax(inside))
+    window = CropWindow(float(centres_x[first]), float(centres_y[first]), float(sides[first]), search_size)
+    return window, frame_to_crop(box, window)

@@ -1,0 +1,298 @@
+"""Tracking sequences on disk → :class:`SequenceSet`: frames, boxes and which frames show the target.
+
+Layouts read by :func:`open_sequences`:
+
+* **GOT-10k** as it ships: ``<root>/<subset>/list.txt`` naming one folder per sequence, each with ``00000001.jpg…``,
+  ``groundtruth.txt`` (``x,y,w,h`` per frame), ``absence.label``, ``cover.label``, ``cut_by_image.label`` and
+  ``meta_info.ini``. The ``test`` subset has only the first frame's box and no labels. ``<root>`` may also be the
+  subset folder itself (the one holding ``list.txt``).
+* **LaSOT / OTB style**: ``<root>/<class>/<seq>/img/*.jpg`` (LaSOT) or ``<root>/<seq>/img/*.jpg`` (OTB), with
+  ``groundtruth.txt`` (or OTB's ``groundtruth_rect.txt``; comma, tab or space separated) and, in LaSOT,
+  ``full_occlusion.txt`` and ``out_of_view.txt`` (one line of comma-separated 0/1 flags). A LaSOT ``subset`` of
+  ``train`` / ``test`` selects the sequences named in ``<root>/training_set.txt`` / ``testing_set.txt``.
+* an LMDB pack of either, made by ``python -m data.pack`` (see :mod:`data.sequence_pack`).
+
+Which frames count as "target visible" (the frames a pair sampler may draw and, for GOT-10k, the frames scored):
+
+* GOT-10k: ``cover > 0`` and not ``absent`` (pytracking's rule). The official toolkit scores frames with ``cover > 0``
+  and ignores ``absence.label``; in the shipped data the two agree (an absent target has cover 0).
+* LaSOT: neither fully occluded nor out of view. OTB: every frame whose box has a positive width and height.
+
+Boxes are ``x, y, w, h`` in continuous pixel coordinates (right edge ``x + w``; see :mod:`data.boxes`). Every problem
+is a :class:`~data.records.DataError` naming the file, what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from data.imaging import IMAGE_EXTENSIONS
+from data.readers import FolderReader, ImageReader, decode_image
+from data.records import DataError
+
+GOT10K_LABELS = ("absence.label", "cover.label", "cut_by_image.label")
+_LASOT_SUBSET_FILES = {"train": "training_set.txt", "test": "testing_set.txt"}
+_SPLIT_RE = re.compile(r"[,\t ]+")
+
+
+@dataclass(frozen=True, eq=False)
+class Sequence:
+    """One annotated video. ``frames`` are reader keys ('/'-separated paths relative to the set's root)."""
+
+    name: str
+    frames: tuple[str, ...]
+    boxes: np.ndarray
+    """(N, 4) float64 x, y, w, h; (1, 4) when only the first box is known (GOT-10k test)."""
+    visible: Optional[np.ndarray]
+    """(N,) bool, target visible (see the module docstring); None when only the first box is known."""
+    cover: Optional[np.ndarray] = None
+    """(N,) int, GOT-10k visible-ratio level 0..8 (0 = invisible); None in other layouts."""
+    resolution: Optional[tuple[int, int]] = None
+    """(width, height) from GOT-10k's meta_info.ini; None when not recorded."""
+    meta: dict = field(default_factory=dict)
+    """GOT-10k meta_info.ini entries (object_class, motion_class, …); LaSOT: {'class': …}."""
+    where: str = ""
+    """The sequence's folder (or pack entry), for messages."""
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    @property
+    def fully_annotated(self) -> bool:
+        return len(self.boxes) == len(self.frames)
+
+
+@dataclass(frozen=True)
+class SequenceSet:
+    sequences: tuple[Sequence, ...]
+    reader: ImageReader
+    layout: str
+    """'got10k' or 'lasot' (LaSOT/OTB style)."""
+    description: str
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    def by_name(self) -> dict[str, Sequence]:
+        return {s.name: s for s in self.sequences}
+
+    def frame(self, sequence: Sequence, index: int) -> np.ndarray:
+        """Frame `index` of `sequence` as an H×W×3 uint8 RGB array."""
+        key = sequence.frames[index]
+        return np.asarray(decode_image(self.reader.read(key), self.reader.describe(key)))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Layout detection
+
+SEQUENCE_LAYOUTS = ("a GOT-10k root (<root>/<subset>/list.txt and one folder per sequence), a GOT-10k subset folder "
+                    "(holding list.txt), a LaSOT/OTB-style root (<class>/<seq>/img/ or <seq>/img/ with "
+                    "groundtruth.txt), or an LMDB pack of one made by `python -m data.pack`")
+
+
+def sequence_layout(root: Path, subset: Optional[str] = None) -> Optional[str]:
+    """'got10k', 'lasot' or 'pack' if `root` holds sequences in that layout, else None (nothing is read)."""
+    if (root / "data.mdb").is_file():
+        return "pack"
+    if subset is not None and (root / subset / "list.txt").is_file() or (root / "list.txt").is_file():
+        return "got10k"
+    if _lasot_sequence_dirs(root, limit=1):
+        return "lasot"
+    return None
+
+
+def open_sequences(path: str | os.PathLike, subset: Optional[str] = None) -> SequenceSet:
+    """The sequences at `path` in any supported layout. `subset`: the GOT-10k subset folder (``train``, ``val``,
+    ``test``; needed when `path` is a GOT-10k root), or LaSOT's ``train`` / ``test`` list; ignored for OTB."""
+    root = Path(path)
+    if not root.exists():
+        raise DataError(f"{root}: tracking data not found (no such file or directory)")
+    if not root.is_dir():
+        raise DataError(f"{root}: expected a directory: {SEQUENCE_LAYOUTS}")
+    layout = sequence_layout(root, subset)
+    if layout == "pack":
+        from data.sequence_pack import open_sequence_pack
+
+        return open_sequence_pack(root, subset)
+    if layout == "got10k":
+        return open_got10k(root, subset)
+    if layout == "lasot":
+        return open_lasot(root, subset)
+    hint = ""
+    if subset is not None and not (root / subset).exists() and any(root.glob("*/list.txt")):
+        found = sorted(p.parent.name for p in root.glob("*/list.txt"))
+        hint = f"; there is no subset {subset!r} here (subsets with a list.txt: {', '.join(found)})"
+    raise DataError(f"{root}: not a tracking dataset{hint}. Expected {SEQUENCE_LAYOUTS}")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Text files
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: cannot read ({getattr(err, 'strerror', None) or err})") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def read_boxes(path: Path) -> np.ndarray:
+    """An N×4 box file: comma, tab or space separated numbers, one box per line."""
+    rows = []
+    for number, line in enumerate(_read_lines(path), 1):
+        parts = _SPLIT_RE.split(line)
+        try:
+            values = [float(v) for v in parts]
+        except ValueError:
+            raise DataError(f"{path}: line {number}: expected 4 numbers x,y,w,h, found {line[:60]!r}") from None
+        if len(values) != 4:
+            raise DataError(f"{path}: line {number}: expected 4 numbers x,y,w,h, found {len(values)}")
+        rows.append(values)
+    if not rows:
+        raise DataError(f"{path}: no boxes (empty file)")
+    return np.asarray(rows, dtype=np.float64)
+
+
+def _read_ints(path: Path, expected: int, separator: str = "line") -> np.ndarray:
+    lines = _read_lines(path)
+    values = lines if separator == "line" else [v for line in lines for v in line.split(",") if v.strip()]
+    try:
+        array = np.asarray([int(float(v)) for v in values], dtype=np.int64)
+    except ValueError:
+        raise DataError(f"{path}: expected one integer per {'line' if separator == 'line' else 'entry'}") from None
+    if len(array) != expected:
+        raise DataError(f"{path}: {len(array)} values, expected one per frame ({expected})")
+    return array
+
+
+def _frame_keys(directory: Path, prefix: str) -> tuple[str, ...]:
+    try:
+        names = sorted(n for n in os.listdir(directory)
+                       if not n.startswith(".") and n.lower().endswith(IMAGE_EXTENSIONS))
+    except OSError as err:
+        raise DataError(f"{directory}: cannot list frames ({err.strerror or err})") from None
+    if not names:
+        raise DataError(f"{directory}: no frames (image files such as 00000001.jpg)")
+    return tuple(f"{prefix}/{n}" for n in names)
+
+
+def _check_box_count(path: Path, boxes: np.ndarray, frames: int) -> None:
+    if len(boxes) != frames:
+        raise DataError(f"{path}: {len(boxes)} boxes for {frames} frames; expected one box per frame")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# GOT-10k
+
+
+def read_meta_info(path: Path) -> dict:
+    """meta_info.ini: '[METAINFO]' then 'key: value' lines."""
+    parser = configparser.ConfigParser(interpolation=None, delimiters=(":",))
+    try:
+        parser.read_string(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError, configparser.Error) as err:
+        raise DataError(f"{path}: cannot read as '[METAINFO]' + 'key: value' lines ({err})") from None
+    return {k: v.strip() for section in parser.sections() for k, v in parser[section].items()}
+
+
+def _resolution(meta: dict, path: Path) -> Optional[tuple[int, int]]:
+    text = meta.get("resolution")
+    if text is None:
+        return None
+    match = re.fullmatch(r"\(\s*(\d+)\s*,\s*(\d+)\s*\)", text)
+    if not match:
+        raise DataError(f"{path}: resolution: expected '(width, height)', found {text!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def open_got10k(root: str | os.PathLike, subset: Optional[str] = None) -> SequenceSet:
+    """A GOT-10k subset: `root` is the dataset root (with `subset`) or the subset folder itself."""
+    root = Path(root)
+    split_dir = root / subset if subset is not None and (root / subset / "list.txt").is_file() else root
+    names = _read_lines(split_dir / "list.txt")
+    if not names:
+        raise DataError(f"{split_dir / 'list.txt'}: lists no sequences")
+    prefix = "" if split_dir == root else f"{subset}/"
+    sequences = tuple(_got10k_sequence(split_dir / name, prefix + name) for name in names)
+    split = subset if split_dir != root else root.name
+    return SequenceSet(sequences, FolderReader(root), "got10k",
+                       f"GOT-10k {split} at {split_dir}: {len(sequences)} sequences, "
+                       f"{sum(len(s) for s in sequences)} frames")
+
+
+def _got10k_sequence(directory: Path, key_prefix: str) -> Sequence:
+    if not directory.is_dir():
+        raise DataError(f"{directory}: sequence folder listed in {directory.parent / 'list.txt'} does not exist")
+    frames = _frame_keys(directory, key_prefix)
+    boxes = read_boxes(directory / "groundtruth.txt")
+    meta = read_meta_info(directory / "meta_info.ini")
+    resolution = _resolution(meta, directory / "meta_info.ini")
+    if len(boxes) == 1 and len(frames) > 1 and not (directory / "cover.label").exists():
+        # the test subset: only the first box is given, and no labels
+        return Sequence(directory.name, frames, boxes, None, None, resolution, meta, str(directory))
+    _check_box_count(directory / "groundtruth.txt", boxes, len(frames))
+    absent, cover, _ = (_read_ints(directory / name, len(frames)) for name in GOT10K_LABELS)
+    visible = (cover > 0) & (absent == 0)
+    return Sequence(directory.name, frames, boxes, visible, cover, resolution, meta, str(directory))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# LaSOT / OTB
+
+
+def _lasot_sequence_dirs(root: Path, limit: Optional[int] = None) -> list[Path]:
+    """Folders `<seq>` (OTB) or `<class>/<seq>` (LaSOT) under `root` that hold an img/ folder, sorted."""
+    found: list[Path] = []
+    for first in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if (first / "img").is_dir():
+            found.append(first)
+        else:
+            found.extend(sorted(p for p in first.iterdir() if p.is_dir() and (p / "img").is_dir()))
+        if limit is not None and len(found) >= limit:
+            break
+    return found
+
+
+def open_lasot(root: str | os.PathLike, subset: Optional[str] = None) -> SequenceSet:
+    root = Path(root)
+    directories = _lasot_sequence_dirs(root)
+    if subset is not None and subset in _LASOT_SUBSET_FILES and (root / _LASOT_SUBSET_FILES[subset]).is_file():
+        wanted = set(_read_lines(root / _LASOT_SUBSET_FILES[subset]))
+        directories = [d for d in directories if d.name in wanted]
+        missing = sorted(wanted - {d.name for d in directories})
+        if missing:
+            raise DataError(f"{root / _LASOT_SUBSET_FILES[subset]}: lists {len(missing)} sequence(s) with no "
+                            f"<class>/<seq>/img/ folder, e.g. {', '.join(missing[:3])}")
+    if not directories:
+        raise DataError(f"{root}: no sequences (<class>/<seq>/img/ or <seq>/img/ folders)")
+    sequences = tuple(_lasot_sequence(root, d) for d in directories)
+    return SequenceSet(sequences, FolderReader(root), "lasot",
+                       f"LaSOT/OTB-style set at {root}: {len(sequences)} sequences, "
+                       f"{sum(len(s) for s in sequences)} frames")
+
+
+def _lasot_sequence(root: Path, directory: Path) -> Sequence:
+    frames = _frame_keys(directory / "img", f"{directory.relative_to(root).as_posix()}/img")
+    gt = directory / "groundtruth.txt"
+    if not gt.exists() and (directory / "groundtruth_rect.txt").exists():
+        gt = directory / "groundtruth_rect.txt"
+    boxes = read_boxes(gt)
+    _check_box_count(gt, boxes, len(frames))
+    visible = np.isfinite(boxes).all(axis=1) & (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
+    for name in ("full_occlusion.txt", "out_of_view.txt"):
+        if (directory / name).exists():
+            visible &= _read_ints(directory / name, len(frames), separator="comma") == 0
+    meta = {"class": directory.parent.name} if directory.parent != root else {}
+    return Sequence(directory.name, frames, boxes, visible, None, None, meta, str(directory))
