@@ -29,6 +29,8 @@ from data.records import DataError, ImageRecord, ImageSet
 
 PACK_FORMAT = "reid-service-lmdb-pack"
 PACK_VERSION = 1
+TRACKING_TASK = "tracking"
+"""The manifest task of a pack of tracking sequences (see :mod:`data.sequence_pack`)."""
 
 _EXTENSIONS_TEXT = " ".join(IMAGE_EXTENSIONS) + " (case-insensitive)"
 _REID_TRAIN_LAYOUTS = ("a Market-1501 root (containing bounding_box_train/), a flat directory of Market-named images "
@@ -345,6 +347,10 @@ def read_pack_manifest(reader: LmdbReader) -> dict:
 def _open_pack(path: Path, task: str) -> ImageSet:
     reader = LmdbReader(path)
     manifest = read_pack_manifest(reader)
+    if manifest.get("task") == TRACKING_TASK:
+        raise DataError(f"{path}: an LMDB pack of tracking sequences ({manifest.get('description', '?')}), not of "
+                        f"{task} training images; pack the {task} image set with `python -m data.pack SRC DST "
+                        f"--task {task}`")
     if manifest.get("task") != task:
         raise DataError(f"{path}: pack was made for task {manifest.get('task')!r}, but the task is {task!r}; repack "
                         f"with `python -m data.pack SRC DST --task {task}`")

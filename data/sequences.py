@@ -255,14 +255,20 @@ def _got10k_sequence(directory: Path, key_prefix: str) -> Sequence:
 def _lasot_sequence_dirs(root: Path, limit: Optional[int] = None) -> list[Path]:
     """Folders `<seq>` (OTB) or `<class>/<seq>` (LaSOT) under `root` that hold an img/ folder, sorted."""
     found: list[Path] = []
-    for first in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for first in _subfolders(root):
         if (first / "img").is_dir():
             found.append(first)
         else:
-            found.extend(sorted(p for p in first.iterdir() if p.is_dir() and (p / "img").is_dir()))
+            found.extend(p for p in _subfolders(first) if (p / "img").is_dir())
         if limit is not None and len(found) >= limit:
             break
     return found
+
+
+def _subfolders(directory: Path) -> list[Path]:
+    # scandir's entries know their type without a stat per entry: a class folder of a million images stays cheap
+    with os.scandir(directory) as entries:
+        return sorted(Path(e.path) for e in entries if not e.name.startswith(".") and e.is_dir())
 
 
 def open_lasot(root: str | os.PathLike, subset: Optional[str] = None) -> SequenceSet:
