@@ -67,8 +67,9 @@ class DataAugmentationParams(Section):
 
 
 class SyntheticDataParams(Section):
-    type: Literal["market", "classes"] = Field(description="Which synthetic dataset to generate into `batches_dir` "
-                                               "if it does not exist yet.")
+    type: Literal["market", "classes", "got10k"] = Field(
+        description="Which synthetic dataset to generate into `batches_dir` if it does not exist yet: market "
+        "(re-ID), classes (classification) or got10k (tracking: train/ and val/ subsets).")
     seed: NonNegInt = Field(0, description="Generator seed; the same seed gives byte-identical files.")
     options: dict[str, Union[int, float, str, bool]] = Field(
         default_factory=dict, description="Overrides of the generator spec (see `python -m data.synthetic --help`).")

@@ -513,6 +513,40 @@ def ensure_got10k(root, spec: Got10kSpec = Got10kSpec(), *, workers: int | None 
 
 
 # --------------------------------------------------------------------------- #
+# From params (``synthetic_data``)
+# --------------------------------------------------------------------------- #
+GENERATORS = {"market": (ensure_market, MarketSpec), "classes": (ensure_classes, ClassesSpec),
+              "got10k": (ensure_got10k, Got10kSpec)}
+
+
+def check_target(root, dataset_type: str, key: str = "batches_dir") -> None:
+    """Refuse to generate into a folder holding data this module did not make: a params file that still asks for
+    synthetic data while pointing at a real dataset gets a message saying what to change."""
+    from engine.errors import UserError
+
+    if Path(root).exists() and not is_generated(root):
+        raise UserError(f"{key}: {root} holds data that `python -m data.synthetic` did not make, while "
+                        f"synthetic_data asks to generate the synthetic {dataset_type!r} set there; to use {root}, "
+                        "remove \"synthetic_data\" from the params file (to get the synthetic set, point "
+                        f"{key} at a folder that does not exist)")
+
+
+def ensure_from_params(root, dataset_type: str, seed: int, options: dict, key: str = "batches_dir") -> None:
+    """Generate the synthetic dataset that ``synthetic_data`` names into `root` unless it is already there."""
+    from engine.errors import UserError
+
+    ensure, spec_class = GENERATORS[dataset_type]
+    try:
+        spec = spec_class(seed=seed, **options)
+    except (TypeError, ValueError) as err:
+        raise UserError(f"synthetic_data.options: {err}") from None
+    try:
+        ensure(Path(root), spec)
+    except FileExistsError as err:
+        raise UserError(f"{key}: {err}") from None
+
+
+# --------------------------------------------------------------------------- #
 # CLI
 # --------------------------------------------------------------------------- #
 def _build_parser() -> argparse.ArgumentParser:

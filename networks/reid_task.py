@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from data.options import SyntheticDataParams
 from engine.errors import UserError
 from engine.tasks import ParamGroup, TaskParts
 from networks.reid_export import export_graphs
@@ -16,6 +15,7 @@ from networks.reid_params import ReidParams
 log = logging.getLogger(__name__)
 PARAMS = ReidParams
 DEFAULT_EVALUATOR = "market_evaluate"
+SYNTHETIC_TYPES = ("market", "classes")
 __all__ = ["PARAMS", "DEFAULT_EVALUATOR", "build", "check_inputs", "export_graphs", "rebuild_model"]
 
 
@@ -25,37 +25,14 @@ def check_inputs(params: ReidParams) -> None:
         raise UserError(f"batches_dir: {params.batches_dir} does not exist (expected a Market-1501 root, a folder "
                         "per identity/class, or an LMDB pack)")
     if params.synthetic_data is not None:
-        from data.synthetic import is_generated
+        from data.synthetic import check_target
 
-        if Path(params.batches_dir).exists() and not is_generated(params.batches_dir):
-            # the shipped params.json pointed at a real dataset: say what to change
-            raise UserError(f"batches_dir: {params.batches_dir} holds data that `python -m data.synthetic` did not "
-                            f"make, while synthetic_data asks to generate the synthetic "
-                            f"{params.synthetic_data.type!r} set there; to train on {params.batches_dir}, remove "
-                            "\"synthetic_data\" from the params file (to get the synthetic set, point batches_dir at a "
-                            "folder that does not exist)")
+        if params.synthetic_data.type not in SYNTHETIC_TYPES:
+            raise UserError(f"synthetic_data.type: {params.synthetic_data.type!r} makes tracking data; the "
+                            f"{params.task} task trains on {' or '.join(map(repr, SYNTHETIC_TYPES))}")
+        check_target(params.batches_dir, params.synthetic_data.type)
     if params.pretrain_snapshot and not Path(params.pretrain_snapshot).is_file():
         raise UserError(f"pretrain_snapshot: {params.pretrain_snapshot} does not exist")
-
-
-def ensure_synthetic_data(root: str | Path, spec: SyntheticDataParams) -> None:
-    """Generate the synthetic dataset named by params into `root` unless it is already there."""
-    from data import synthetic
-
-    ensure, spec_class = {
-        "market": (synthetic.ensure_market, synthetic.MarketSpec),
-        "classes": (synthetic.ensure_classes, synthetic.ClassesSpec),
-    }[spec.type]
-    try:
-        generator_spec = spec_class(seed=spec.seed, **spec.options)
-    except TypeError as err:
-        raise UserError(f"synthetic_data.options: {err}") from None
-    if not Path(root).exists():
-        log.info("generating synthetic %s dataset into %s", spec.type, root)
-    try:
-        ensure(Path(root), generator_spec)
-    except FileExistsError as err:
-        raise UserError(f"batches_dir: {err}") from None
 
 
 def build(params: ReidParams, rank: int = 0, world_size: int = 1) -> TaskParts:
@@ -68,7 +45,12 @@ def build(params: ReidParams, rank: int = 0, world_size: int = 1) -> TaskParts:
     from networks.losses import build_criterion
 
     if params.synthetic_data is not None:
-        ensure_synthetic_data(params.batches_dir, params.synthetic_data)
+        from data.synthetic import ensure_from_params
+
+        spec = params.synthetic_data
+        if not Path(params.batches_dir).exists():
+            log.info("generating synthetic %s dataset into %s", spec.type, params.batches_dir)
+        ensure_from_params(params.batches_dir, spec.type, spec.seed, spec.options)
     image_set = open_train_set(params.batches_dir, params.task)
     log.info("training data: %s", image_set.description)
     labels = [record.label for record in image_set.records]

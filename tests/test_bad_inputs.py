@@ -854,3 +854,9 @@ def test_cli_exit_code_2_and_no_traceback(cli_results, case, expected):
         assert run.read_state().state == "failed" and expected in run.read_state().message
         assert "Traceback" not in run.log.read_text()
 
+
+
+def test_synthetic_tracking_data_is_refused_for_reid(tmp_path):
+    cfg = config(tmp_path, tmp_path / "data", synthetic_data={"type": "got10k", "seed": 0})
+    refused(train_args(cfg), "synthetic_data.type: 'got10k' makes tracking data", "'market' or 'classes'")
+    assert not (tmp_path / "data").exists()
