@@ -4,7 +4,8 @@
     python evaluator.py --print-schema
 
 A .pth checkpoint rebuilds its model from the params stored inside it; an .onnx model runs in ONNX Runtime with the
-preprocessing recorded in its metadata. Prints a table and writes the metrics as JSON to ``result_log_file``.
+preprocessing recorded in its metadata; ``reference:NAME`` is one of the reference trackers of `trackers.reference`
+(no model at all). Prints a table and writes the metrics as JSON to ``result_log_file``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from engine.errors import UserError, run_command
 
@@ -26,11 +29,15 @@ def evaluation_overrides(ep, options) -> dict:
     return overrides
 
 
-def evaluator_name(ep, task: str) -> str:
-    """benchmark_type, else the task's default evaluator."""
+def evaluator_name(ep, task: str | None) -> str:
+    """benchmark_type, else the task's default evaluator (got10k_evaluate for a reference tracker)."""
     from engine.tasks import task_module
 
-    return ep.benchmark_type or getattr(task_module(task), "DEFAULT_EVALUATOR", None) or "market_evaluate"
+    if ep.benchmark_type:
+        return ep.benchmark_type
+    if task is None:
+        return "got10k_evaluate"
+    return getattr(task_module(task), "DEFAULT_EVALUATOR", None) or "market_evaluate"
 
 
 def resolve_device(gpus):
@@ -102,6 +109,29 @@ def params_for_onnx(ep, options, model):
     }, f"{ep.model_path} (ONNX metadata)")
 
 
+@dataclass(frozen=True)
+class ReferenceParams:
+    """What an evaluator reads of the params when the "model" is a reference tracker: the evaluation section alone
+    (there is no task and no training params)."""
+
+    evaluation_params: Any
+    task: None = None
+
+
+def reference_tracker(ep, options):
+    """(tracker factory, params) of ``model_path: "reference:NAME"``."""
+    from engine.params import EvaluationParams
+    from trackers.reference import reference_factory
+
+    if not ep.data_dir:
+        raise UserError(f"data_dir: required when model_path is a reference tracker ({ep.model_path}); set it to "
+                        "the tracking data, e.g. a GOT-10k root with a val/ subset")
+    section = EvaluationParams if options is None else type(f"EvaluationParams[{options.__name__}]",
+                                                              (EvaluationParams, options), {})
+    evaluation = section(**{**evaluation_overrides(ep, options), "data_dir": ep.data_dir})
+    return reference_factory(ep.model_path), ReferenceParams(evaluation)
+
+
 def check_result_target(path: Path) -> None:
     """result_log_file is (re)written: refuse a path that holds anything but an earlier result of this tool, so a
     mistyped path cannot overwrite a user's file (params, a checkpoint, notes)."""
@@ -161,7 +191,12 @@ def main(argv=None) -> int:
     if ep.feature_path:
         check_cache_target(ep.feature_path)
     device = resolve_device(ep.gpus)
-    if ep.model_path.endswith(".onnx"):
+    from trackers.reference import PREFIX as REFERENCE_PREFIX
+
+    is_reference = ep.model_path.startswith(REFERENCE_PREFIX)
+    if is_reference:
+        task = None
+    elif ep.model_path.endswith(".onnx"):
         model = onnx_model(ep, device)
         task = model.task
     else:
@@ -172,7 +207,10 @@ def main(argv=None) -> int:
     run_eval = get_evaluator(name, key=key)
     options = evaluator_options(name, key=key)
     ep = parse_eval_params(data, args.eval_params, options)
-    if ep.model_path.endswith(".onnx"):
+    if is_reference:
+        model, params = reference_tracker(ep, options)
+        class_names = None
+    elif ep.model_path.endswith(".onnx"):
         params = params_for_onnx(ep, options, model)
         class_names = model.class_names
     else:

@@ -7,6 +7,10 @@ RNG. So the tensors do not depend on the number of workers, on the order the wor
 
 A worker that meets an unreadable or corrupt image returns a marker instead of raising (no worker traceback); the main
 process turns it into a DataError naming the file.
+
+:class:`StepLoader` holds what every training loader shares (one DataLoader item per step, persistent workers that
+ignore stop signals, resume at a step, error markers); :class:`TrainLoader` (images) and
+:class:`data.pair_loader.PairLoader` (tracking pairs) only supply the dataset and each epoch's step items.
 """
 
 from __future__ import annotations
@@ -17,13 +21,28 @@ from typing import Any, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from data.readers import decode_image
+from data.readers import ImageReader, decode_image
 from data.records import DataError, ImageSet
 from data.samplers import PKBatchSampler, ShuffledBatchSampler
 
 _ERROR = "error"
+
+
+def load_image(reader: ImageReader, key: str) -> Image.Image:
+    """The decoded RGB image stored under `key`. Every failure is a DataError naming the file, an unexpected reader
+    failure too, so a worker can hand it back as an error marker (``{_ERROR: message}``) instead of dying with a
+    traceback."""
+    where = reader.describe(key)
+    try:
+        data = reader.read(key)
+    except DataError:
+        raise
+    except Exception as err:
+        raise DataError(f"{where}: cannot read image ({type(err).__name__}: {err})") from None
+    return decode_image(data, where)
 
 
 def sample_seed(seed: int, epoch: int, step: int, position: int) -> int:
@@ -48,24 +67,14 @@ class _BatchDataset(Dataset):
     def __len__(self) -> int:
         return len(self.keys)
 
-    def _load(self, index: int):
-        key = self.keys[index]
-        where = self.reader.describe(key)
-        try:
-            data = self.reader.read(key)
-            return decode_image(data, where), None
-        except DataError as err:
-            return None, str(err)
-        except Exception as err:  # an unexpected reader failure still names the file, without a worker traceback
-            return None, f"{where}: cannot read image ({type(err).__name__}: {err})"
-
     def __getitem__(self, item: tuple[Optional[int], int, Sequence[int]]) -> dict[str, Any]:
         epoch, step, indices = item
         images = []
         for position, index in enumerate(indices):
-            image, error = self._load(index)
-            if error is not None:
-                return {_ERROR: error}
+            try:
+                image = load_image(self.reader, self.keys[index])
+            except DataError as err:
+                return {_ERROR: str(err)}
             if epoch is None:
                 images.append(self.transform(image))
                 continue
@@ -128,25 +137,29 @@ def ignore_stop_signals(worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-class TrainLoader:
-    """Reproducible training batches: ``for batch in loader.epoch(e, start_step)`` yields dicts with ``images``
-    (float B×3×H×W), ``labels``, ``camids`` and ``indices`` (LongTensors)."""
+class StepLoader:
+    """Reproducible training batches through a persistent DataLoader whose items are whole steps: the dataset turns
+    one step item into that step's batch dict (or an error marker, see ``_checked``). ``epoch(e, start_step)`` hands
+    the DataLoader only the steps from `start_step` on, so skipped steps are never read or decoded.
 
-    def __init__(self, image_set: ImageSet, sampler: Union[PKBatchSampler, ShuffledBatchSampler], transform,
-                 num_workers: int, seed: int) -> None:
+    A subclass passes its dataset and defines ``steps_per_epoch`` and ``_step_items(epoch)``: the items of every step
+    of the epoch, in step order (their randomness must be a pure function of the seed, epoch, step and position)."""
+
+    def __init__(self, dataset: Dataset, num_workers: int, seed: int) -> None:
         if num_workers < 0:
             raise ValueError(f"num_workers must be ≥ 0, found {num_workers}")
-        self.image_set = image_set
-        self.sampler = sampler
         self.num_workers = num_workers
         self.seed = int(seed)
-        self._dataset = _BatchDataset(image_set, transform, self.seed)
+        self._dataset = dataset
         self._items = _BatchList()
         self._loader: Optional[DataLoader] = None
 
     @property
     def steps_per_epoch(self) -> int:
-        return self.sampler.steps_per_epoch
+        raise NotImplementedError
+
+    def _step_items(self, epoch: int) -> Sequence:
+        raise NotImplementedError
 
     def _data_loader(self) -> DataLoader:
         if self._loader is None:
@@ -159,12 +172,12 @@ class TrainLoader:
         return self._loader
 
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[dict]:
-        batches = self.sampler.batches(epoch)
-        if not 0 <= start_step <= len(batches):
+        items = self._step_items(epoch)
+        if not 0 <= start_step <= len(items):
             raise DataError(f"cannot resume epoch {epoch} at step {start_step}: an epoch of this training set has "
-                            f"{len(batches)} steps (did the training data or batch sampling change since the "
+                            f"{len(items)} steps (did the training data or batch sampling change since the "
                             f"checkpoint?)")
-        self._items.items = [(epoch, step, tuple(batches[step])) for step in range(start_step, len(batches))]
+        self._items.items = list(items[start_step:])
         if not self._items.items:
             return iter(())
         # Start the DataLoader iterator now, so it captures this epoch's items. A persistent DataLoader has one
@@ -175,11 +188,29 @@ class TrainLoader:
         """Stop the persistent worker processes (they also stop when the loader is garbage-collected)."""
         self._loader = None
 
-    def __enter__(self) -> "TrainLoader":
+    def __enter__(self) -> "StepLoader":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class TrainLoader(StepLoader):
+    """Reproducible training batches: ``for batch in loader.epoch(e, start_step)`` yields dicts with ``images``
+    (float B×3×H×W), ``labels``, ``camids`` and ``indices`` (LongTensors)."""
+
+    def __init__(self, image_set: ImageSet, sampler: Union[PKBatchSampler, ShuffledBatchSampler], transform,
+                 num_workers: int, seed: int) -> None:
+        super().__init__(_BatchDataset(image_set, transform, int(seed)), num_workers, seed)
+        self.image_set = image_set
+        self.sampler = sampler
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.sampler.steps_per_epoch
+
+    def _step_items(self, epoch: int) -> list[tuple[int, int, tuple[int, ...]]]:
+        return [(epoch, step, tuple(batch)) for step, batch in enumerate(self.sampler.batches(epoch))]
 
 
 class _EvalLoader:

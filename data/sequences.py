@@ -24,9 +24,10 @@ is a :class:`~data.records.DataError` naming the file, what was expected and wha
 
 from __future__ import annotations
 
-import configparser
+import io
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -37,7 +38,8 @@ from data.imaging import IMAGE_EXTENSIONS
 from data.readers import FolderReader, ImageReader, decode_image
 from data.records import DataError
 
-GOT10K_LABELS = ("absence.label", "cover.label", "cut_by_image.label")
+# the labels a rule reads (cut_by_image.label, "target cut by the image border", is not used by any rule, nor read)
+GOT10K_LABELS = ("absence.label", "cover.label")
 _LASOT_SUBSET_FILES = {"train": "training_set.txt", "test": "testing_set.txt"}
 _SPLIT_RE = re.compile(r"[,\t ]+")
 
@@ -74,7 +76,7 @@ class SequenceSet:
     sequences: tuple[Sequence, ...]
     reader: ImageReader
     layout: str
-    """'got10k' or 'lasot' (LaSOT/OTB style)."""
+    """'got10k', 'lasot' (LaSOT/OTB style) or 'still' (still images, `data.still_images`)."""
     description: str
 
     def __len__(self) -> int:
@@ -136,23 +138,42 @@ def open_sequences(path: str | os.PathLike, subset: Optional[str] = None) -> Seq
 # Text files
 
 
-def _read_lines(path: Path) -> list[str]:
+def _read_text(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, encoding="utf-8") as file:
+            return file.read()
     except FileNotFoundError:
         raise DataError(f"{path}: missing") from None
     except (OSError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: cannot read ({getattr(err, 'strerror', None) or err})") from None
-    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _read_lines(path: Path) -> list[str]:
+    return [line.strip() for line in _read_text(path).splitlines() if line.strip()]
 
 
 def read_boxes(path: Path) -> np.ndarray:
     """An N×4 box file: comma, tab or space separated numbers, one box per line."""
+    text = _read_text(path)
+    try:  # the common case, parsed in C; anything unusual goes through the line-by-line reader for its message
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # loadtxt warns on an empty file
+            boxes = np.loadtxt(io.StringIO(text), delimiter="," if "," in text else None, ndmin=2,
+                               dtype=np.float64)
+        if boxes.shape[1] == 4 and len(boxes):
+            return boxes
+    except ValueError:
+        pass
+    return _boxes_line_by_line(path, text)
+
+
+def _boxes_line_by_line(path: Path, text: str) -> np.ndarray:
     rows = []
-    for number, line in enumerate(_read_lines(path), 1):
-        parts = _SPLIT_RE.split(line)
+    for number, line in enumerate((line.strip() for line in text.splitlines()), 1):
+        if not line:
+            continue
         try:
-            values = [float(v) for v in parts]
+            values = [float(v) for v in _SPLIT_RE.split(line)]
         except ValueError:
             raise DataError(f"{path}: line {number}: expected 4 numbers x,y,w,h, found {line[:60]!r}") from None
         if len(values) != 4:
@@ -163,16 +184,24 @@ def read_boxes(path: Path) -> np.ndarray:
     return np.asarray(rows, dtype=np.float64)
 
 
-def _read_ints(path: Path, expected: int, separator: str = "line") -> np.ndarray:
-    lines = _read_lines(path)
-    values = lines if separator == "line" else [v for line in lines for v in line.split(",") if v.strip()]
+def _read_ints(path: Path, expected: int) -> np.ndarray:
+    """One integer per frame, one per line (GOT-10k labels) or comma separated on one line (LaSOT flags)."""
+    tokens = _read_text(path).replace(",", " ").split()
     try:
-        array = np.asarray([int(float(v)) for v in values], dtype=np.int64)
+        array = np.array(tokens, dtype=np.int64)
     except ValueError:
-        raise DataError(f"{path}: expected one integer per {'line' if separator == 'line' else 'entry'}") from None
+        raise DataError(f"{path}: expected one integer per frame, found {next(t for t in tokens if not _is_int(t))!r}")
     if len(array) != expected:
         raise DataError(f"{path}: {len(array)} values, expected one per frame ({expected})")
     return array
+
+
+def _is_int(token: str) -> bool:
+    try:
+        int(token)
+        return True
+    except ValueError:
+        return False
 
 
 def _frame_keys(directory: Path, prefix: str) -> tuple[str, ...]:
@@ -196,15 +225,21 @@ def _check_box_count(path: Path, boxes: np.ndarray, frames: int) -> None:
 
 
 def read_meta_info(path: Path) -> dict:
-    """meta_info.ini: '[METAINFO]' then 'key: value' lines."""
-    parser = configparser.ConfigParser(interpolation=None, delimiters=(":",))
+    """meta_info.ini: '[METAINFO]' then 'key: value' lines (read as the toolkit reads them: split at the first ': ');
+    {} when the file does not exist."""
     try:
-        parser.read_string(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, UnicodeDecodeError, configparser.Error) as err:
-        raise DataError(f"{path}: cannot read as '[METAINFO]' + 'key: value' lines ({err})") from None
-    return {k: v.strip() for section in parser.sections() for k, v in parser[section].items()}
+        lines = _read_lines(path)
+    except DataError:
+        if not path.exists():
+            return {}
+        raise
+    meta = {}
+    for line in lines[1:]:
+        key, separator, value = line.partition(":")
+        if not separator:
+            raise DataError(f"{path}: expected 'key: value' lines after [METAINFO], found {line[:60]!r}")
+        meta[key.strip()] = value.strip()
+    return meta
 
 
 def _resolution(meta: dict, path: Path) -> Optional[tuple[int, int]]:
@@ -243,7 +278,7 @@ def _got10k_sequence(directory: Path, key_prefix: str) -> Sequence:
         # the test subset: only the first box is given, and no labels
         return Sequence(directory.name, frames, boxes, None, None, resolution, meta, str(directory))
     _check_box_count(directory / "groundtruth.txt", boxes, len(frames))
-    absent, cover, _ = (_read_ints(directory / name, len(frames)) for name in GOT10K_LABELS)
+    absent, cover = (_read_ints(directory / name, len(frames)) for name in GOT10K_LABELS)
     visible = (cover > 0) & (absent == 0)
     return Sequence(directory.name, frames, boxes, visible, cover, resolution, meta, str(directory))
 
@@ -299,6 +334,6 @@ def _lasot_sequence(root: Path, directory: Path) -> Sequence:
     visible = np.isfinite(boxes).all(axis=1) & (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
     for name in ("full_occlusion.txt", "out_of_view.txt"):
         if (directory / name).exists():
-            visible &= _read_ints(directory / name, len(frames), separator="comma") == 0
+            visible &= _read_ints(directory / name, len(frames)) == 0
     meta = {"class": directory.parent.name} if directory.parent != root else {}
     return Sequence(directory.name, frames, boxes, visible, None, None, meta, str(directory))

@@ -526,8 +526,8 @@ def check_target(root, dataset_type: str, key: str = "batches_dir") -> None:
 
     if Path(root).exists() and not is_generated(root):
         raise UserError(f"{key}: {root} holds data that `python -m data.synthetic` did not make, while "
-                        f"synthetic_data asks to generate the synthetic {dataset_type!r} set there; to use {root}, "
-                        "remove \"synthetic_data\" from the params file (to get the synthetic set, point "
+                        f"synthetic_data asks to generate the synthetic {dataset_type!r} set there; to train on "
+                        f"{root}, remove \"synthetic_data\" from the params file (to get the synthetic set, point "
                         f"{key} at a folder that does not exist)")
 
 

@@ -423,12 +423,14 @@ def markdown_table(model: type[BaseModel]) -> str:
 
 class EvalParams(Section):
     model_path: str = Field(description="Checkpoint of this tool (.pth, e.g. RUN/model_best.pth), a run directory "
-                            "(its model_best.pth) or an ONNX model exported by `python -m deploy.export` (.onnx). A "
-                            ".pth rebuilds the model from the params stored inside it and evaluates it as the run did "
-                            "on the fly (fp32, the run's memory format).")
-    benchmark_type: Optional[str] = Field(None, description="Evaluator (as evaluation_params.type); null = "
-                                          "market_evaluate for re-ID checkpoints and ONNX models, "
-                                          "classification_evaluate for classification checkpoints.")
+                            "(its model_best.pth), an ONNX model exported by `python -m deploy.export` (.onnx), or a "
+                            "reference tracker (reference:first_box, reference:noisy_truth). A .pth rebuilds the model "
+                            "from the params stored inside it and evaluates it as the run did on the fly (fp32, the "
+                            "run's memory format).")
+    benchmark_type: Optional[str] = Field(None, description="Evaluator (as evaluation_params.type); null = the "
+                                          "task's default: market_evaluate for re-ID checkpoints and ONNX models, "
+                                          "classification_evaluate for classification checkpoints, got10k_evaluate "
+                                          "for trackers.")
     data_dir: Optional[str] = Field(None, description="Evaluation data (as evaluation_params.data_dir); null = the "
                                     "one the checkpoint was evaluated with. Required for ONNX models, which carry no "
                                     "training params (e.g. the Market-1501 root with query/ and bounding_box_test/).")

@@ -342,7 +342,8 @@ class Trainer:
         with torch.no_grad():
             target = evaluator_input(self.params.task, self.model, self.params)
             metrics, primary = call_evaluator(self.evaluator_name, self.run_eval, self.params, target,
-                                              self.device, writer=self.writer, global_step=p.global_step)
+                                              self.device, writer=self.writer, global_step=p.global_step,
+                                              run_dir=str(self.run_dir.path))
         self.net.train()
         best_metric = self.params.evaluation_params.best_metric or primary
         if best_metric not in metrics:

@@ -7,10 +7,12 @@ An evaluator is a module exposing ``run_eval``; ``evaluation_params.type`` names
     def run_eval(params, model, device, writer=None, global_step=0) -> tuple[dict[str, float], str]
 
 returns a flat dict of float metrics and the name of the primary one (higher is better). ``params`` is the run's
-parsed params (`engine.params.EngineParams` extended by its task's sections); ``model`` maps an image batch to
-outputs (a torch module in eval mode, or the ONNX Runtime wrapper offline); ``writer`` is the run's TensorBoard writer
-(None offline). Optional context keywords an evaluator may declare: ``feature_path`` and ``model_file`` (offline
-feature cache), ``class_names`` (classification). Only the keywords a ``run_eval`` declares are passed to it.
+parsed params (`engine.params.EngineParams` extended by its task's sections); ``model`` is what the task's
+``evaluator_input`` hands over: for re-ID and classification a model that maps an image batch to outputs (a torch
+module in eval mode, or the ONNX Runtime wrapper offline), for trackers a tracker factory; ``writer`` is the run's
+TensorBoard writer (None offline). Optional context keywords an evaluator may declare: ``feature_path`` and ``model_file`` (offline
+feature cache), ``class_names`` (classification), ``run_dir`` (the run directory, on the fly only). Only the
+keywords a ``run_eval`` declares are passed to it.
 
 An evaluator may declare ``OPTIONS``, a params section (`engine.sections.Section`) of its own keys: a task composes
 them into its ``evaluation_params`` and ``evaluator.py`` reads the same keys from ``eval_params.json``. It may also
@@ -33,7 +35,8 @@ from engine.errors import UserError
 
 _HERE = Path(__file__).resolve().parent
 # Modules in this folder that are library code, not evaluators.
-_LIBRARY_MODULES = {"metrics", "rerank", "postprocess", "features", "visualize", "reid_data"}
+_LIBRARY_MODULES = {"metrics", "rerank", "postprocess", "features", "visualize", "reid_data", "tracking_metrics",
+                    "tracking_results", "tracking_run"}
 
 
 def available_evaluators() -> list[str]:

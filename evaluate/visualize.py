@@ -1,4 +1,5 @@
-"""Pictures for TensorBoard: the CMC curve and ranked results (query + top-k, green = match, red = not)."""
+"""Pictures for TensorBoard: curves (CMC, tracking success) and ranked results (query + top-k, green = match, red =
+not)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,13 @@ GREEN, RED, GREY = (40, 170, 60), (210, 40, 40), (128, 128, 128)
 
 def cmc_curve_image(cmc: np.ndarray, width: int = 360, height: int = 240) -> np.ndarray:
     """A plot of CMC(k) for k = 1..len(cmc), as an H×W×3 uint8 array."""
+    return curve_image(cmc, "rank 1", f"rank {len(cmc)}", width, height)
+
+
+def curve_image(values: np.ndarray, first_label: str, last_label: str, width: int = 360,
+                height: int = 240) -> np.ndarray:
+    """A plot of `values` in [0, 1] over evenly spaced x positions labelled `first_label` … `last_label`, as an
+    H×W×3 uint8 array."""
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
     left, right, top, bottom = 36, width - 10, 10, height - 24
@@ -20,13 +28,13 @@ def cmc_curve_image(cmc: np.ndarray, width: int = 360, height: int = 240) -> np.
         y = bottom - frac * (bottom - top)
         draw.line([left, y, right, y], fill=(225, 225, 225))
         draw.text((2, y - 6), f"{frac:.2f}", fill=GREY)
-    n = len(cmc)
+    n = len(values)
     points = [(left + (right - left) * (k / max(n - 1, 1)), bottom - float(v) * (bottom - top))
-              for k, v in enumerate(cmc)]
+              for k, v in enumerate(values)]
     if len(points) > 1:
         draw.line(points, fill=(30, 90, 200), width=2)
-    draw.text((left, bottom + 6), "rank 1", fill=GREY)
-    draw.text((right - 50, bottom + 6), f"rank {n}", fill=GREY)
+    draw.text((left, bottom + 6), first_label, fill=GREY)
+    draw.text((right - 50, bottom + 6), last_label, fill=GREY)
     return np.asarray(image)
 
 

@@ -1,0 +1,182 @@
+"""Training batches of template/search crop pairs for the Siamese trackers (SiamFC++, SiamMask).
+
+Sequences (video sets from :func:`data.sequences.open_sequences`, still-image sets from
+:mod:`data.still_images`) → :class:`~data.pair_sampler.PairSampler` pairs → crops (:mod:`data.crops`) → batches:
+
+* **Sampling.** A set is drawn with probability ∝ its ratio and a sequence uniformly within it (video_analyst's rule):
+  sequence weight = ratio / (the set's sequences that have a usable frame), so sets that contain unusable sequences
+  still get exactly their ratio. A usable frame is a visible one (the set's rule) whose box is valid (w, h > 0).
+  A one-frame sequence is a still image: its positive pair is its only frame twice.
+* **Crops** (video_analyst ``crop_track_pair`` with its defaults, re-stated in :mod:`data.crops`): the template is the
+  box's context square, centred and unaugmented (``template_window``); the search crop is scaled and shifted at random
+  (``sample_search_window``). Each crop's border (the part of the window outside the frame) is filled with the
+  per-channel mean of *its own* frame. video_analyst fills both with the template frame's mean; for a negative pair
+  that paints the search crop's border in another video's colours, a cue that could tell negatives apart without
+  looking at the object, and at inference a tracker pads with the mean of the same video anyway.
+* **Negative pairs** (template and search from different sequences) take the search crop around the search frame's
+  own target, as the reference does: ``search_box`` is that object's box, ``negative`` tells the loss not to treat it
+  as the template's object.
+* **Determinism.** Which pairs form step s of epoch e is the sampler's pure function of (seed, e, s); the crop
+  randomness of the pair at position p of the *global* batch (rank × batch_size + its position) comes from a NumPy
+  generator seeded with ``sample_seed(seed, e, s, p)``. So batches do not depend on the number of workers, a rank's
+  batch is its slice of the single-process batch of the same global size, and ``epoch(e, start_step)`` is exactly the
+  tail of ``epoch(e)`` without drawing, reading or cropping the skipped steps (workers draw each step's pairs).
+
+A batch is a dict of tensors: ``template`` B×3×Z×Z and ``search`` B×3×X×X (float32 RGB, 0..255, CHW, unnormalised),
+``template_box`` and ``search_box`` B×4 (float32 x, y, w, h in crop pixels, continuous coordinates as in
+:mod:`data.boxes`), ``negative`` (B, bool).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from data.boxes import is_valid_xywh
+from data.crops import channel_mean, crop_image, frame_to_crop, sample_search_window, template_window
+from data.loader import _ERROR, StepLoader, load_image, sample_seed
+from data.pair_sampler import Pair, PairSampler, SequenceSource
+from data.records import DataError
+from data.sequences import Sequence as TrackSequence
+from data.sequences import SequenceSet
+
+
+@dataclass(frozen=True)
+class CropConfig:
+    """Crop sizes and search-crop augmentation. Defaults: SiamFC++ (video_analyst); SiamMask uses 127/255."""
+
+    template_size: int = 127
+    search_size: int = 303
+    context: float = 0.5
+    """Context margin of ``data.crops.context_side``."""
+    max_scale: float = 0.3
+    """Search side × U(1/(1 + max_scale), 1 + max_scale)."""
+    max_shift: float = 0.4
+    """Search centre shifted by up to max_shift × side/2 per axis."""
+
+    def __post_init__(self) -> None:
+        for name in ("template_size", "search_size"):
+            value = getattr(self, name)
+            if int(value) != value or value < 1:
+                raise ValueError(f"{name} must be a positive integer, found {value}")
+        for name in ("context", "max_scale", "max_shift"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, found {getattr(self, name)}")
+
+
+def sequence_sources(sets: Sequence[SequenceSet], ratios: Optional[Sequence[float]] = None
+                     ) -> tuple[list[SequenceSource], list[float]]:
+    """The sampler's view of every sequence of `sets`, in order, and their weights (see the module docstring)."""
+    ratios = [1.0] * len(sets) if ratios is None else [float(r) for r in ratios]
+    if len(ratios) != len(sets) or not all(np.isfinite(r) and r >= 0 for r in ratios):
+        raise ValueError(f"ratios must be one finite ratio >= 0 per set ({len(sets)}), found {ratios}")
+    sources: list[SequenceSource] = []
+    weights: list[float] = []
+    for sequence_set, ratio in zip(sets, ratios):
+        usable = [_usable_frames(sequence, sequence_set) for sequence in sequence_set.sequences]
+        count = sum(bool(flags.any()) for flags in usable)
+        if count == 0:
+            raise DataError(f"{sequence_set.description}: no sequence has a visible frame with a valid box to train on")
+        sources += [SequenceSource(flags, still=flags.size == 1) for flags in usable]
+        weights += [ratio / count if flags.any() else 0.0 for flags in usable]
+    return sources, weights
+
+
+def _usable_frames(sequence: TrackSequence, sequence_set: SequenceSet) -> np.ndarray:
+    if sequence.visible is None or not sequence.fully_annotated:
+        raise DataError(f"{sequence.where or sequence.name}: only the first frame's box is known (a GOT-10k test "
+                        f"sequence?); training pairs need a box and visibility flag per frame ({sequence_set.layout} "
+                        f"set: {sequence_set.description})")
+    return sequence.visible & is_valid_xywh(sequence.boxes)
+
+
+class _PairDataset(Dataset):
+    """Items are (epoch, step); each gives that step's batch dict (or an error marker). Picklable: the sequences, their
+    readers (LMDB opens lazily per process), the sampler and the crop config."""
+
+    def __init__(self, sets: Sequence[SequenceSet], sampler: PairSampler, crops: CropConfig, seed: int) -> None:
+        self.sequences = [(sequence_set.reader, sequence) for sequence_set in sets
+                          for sequence in sequence_set.sequences]
+        self.sampler = sampler
+        self.crops = crops
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return self.sampler.steps_per_epoch
+
+    def __getitem__(self, item: tuple[int, int]) -> dict:
+        epoch, step = item
+        first = self.sampler.rank * self.sampler.batch_size
+        try:
+            samples = [self._sample(pair, np.random.default_rng(sample_seed(self.seed, epoch, step, first + position)))
+                       for position, pair in enumerate(self.sampler.batch(epoch, step))]
+        except DataError as err:
+            return {_ERROR: str(err)}
+        templates, template_boxes, searches, search_boxes, negatives = zip(*samples)
+        return {"template": _images(templates), "search": _images(searches),
+                "template_box": torch.as_tensor(np.stack(template_boxes), dtype=torch.float32),
+                "search_box": torch.as_tensor(np.stack(search_boxes), dtype=torch.float32),
+                "negative": torch.as_tensor(negatives, dtype=torch.bool)}
+
+    def _frame(self, where: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """(H×W×3 uint8 RGB frame, its xywh box) of (sequence index, frame index)."""
+        reader, sequence = self.sequences[where[0]]
+        return np.asarray(load_image(reader, sequence.frames[where[1]])), sequence.boxes[where[1]]
+
+    def _sample(self, pair: Pair, rng: np.random.Generator) -> tuple:
+        """(template crop, template box, search crop, search box, negative) of one pair; see the module docstring."""
+        c = self.crops
+        template, template_box = self._frame(pair.template)
+        search, search_box = (template, template_box) if pair.search == pair.template else self._frame(pair.search)
+        template_mean = channel_mean(template)
+        search_mean = template_mean if search is template else channel_mean(search)
+        z_window = template_window(template_box, c.context, c.template_size)
+        x_window, x_box = sample_search_window(rng, search_box, context=c.context, template_size=c.template_size,
+                                               search_size=c.search_size, max_scale=c.max_scale,
+                                               max_shift=c.max_shift)
+        return (crop_image(template, z_window, template_mean), frame_to_crop(template_box, z_window),
+                crop_image(search, x_window, search_mean), x_box, pair.negative)
+
+
+def _images(crops: Sequence[np.ndarray]) -> torch.Tensor:
+    """B H×W×3 uint8 crops → B×3×H×W float32, C-contiguous: each crop is cast and transposed in one copy into its
+    slot (faster than stacking, then transposing the float batch)."""
+    height, width, _ = crops[0].shape
+    batch = np.empty((len(crops), 3, height, width), dtype=np.float32)
+    for slot, crop in zip(batch, crops):
+        slot[...] = crop.transpose(2, 0, 1)
+    return torch.from_numpy(batch)
+
+
+class PairLoader(StepLoader):
+    """Reproducible batches of template/search pairs (see the module docstring): ``steps_per_epoch`` and
+    ``epoch(e, start_step=0)``, as the engine expects of a task's loader.
+
+    `sets`: the training sets, mixed ∝ `ratios` (default: equally); one ``batch_size`` per rank, ``pairs_per_epoch``
+    over all ranks; `max_distance` and `negative_ratio` as in :class:`~data.pair_sampler.PairSampler`.
+    """
+
+    def __init__(self, sets: Sequence[SequenceSet], *, pairs_per_epoch: int, batch_size: int,
+                 ratios: Optional[Sequence[float]] = None, max_distance: int = 100, negative_ratio: float = 0.0,
+                 crops: CropConfig = CropConfig(), seed: int = 0, rank: int = 0, world_size: int = 1,
+                 num_workers: int = 0) -> None:
+        if not sets:
+            raise ValueError("PairLoader needs at least one sequence set")
+        sources, weights = sequence_sources(sets, ratios)
+        self.sampler = PairSampler(sources, pairs_per_epoch=pairs_per_epoch, batch_size=batch_size,
+                                   max_distance=max_distance, negative_ratio=negative_ratio, seed=seed, rank=rank,
+                                   world_size=world_size, weights=weights)
+        self.sets = tuple(sets)
+        self.crops = crops
+        super().__init__(_PairDataset(self.sets, self.sampler, crops, int(seed)), num_workers, seed)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.sampler.steps_per_epoch
+
+    def _step_items(self, epoch: int) -> list[tuple[int, int]]:
+        return [(epoch, step) for step in range(self.steps_per_epoch)]
