@@ -28,7 +28,8 @@ def build_optimizer(param_groups: Sequence[ParamGroup], name: str, weight_decay:
         trainable = [p for p in group.params if p.requires_grad]
         if trainable:
             lr = group.lr * lr_scale
-            groups.append({"name": group.name, "params": trainable, "lr": lr, "initial_lr": lr})
+            groups.append({"name": group.name, "params": trainable, "lr": lr, "initial_lr": lr,
+                           "start_epoch": group.start_epoch})
     if not groups:
         raise UserError("the model has no trainable parameters")
     first_lr = groups[0]["lr"]  # every group sets its own LR; the constructors want a default

@@ -43,6 +43,11 @@ class LrParams(Section):
     warmup_epoch: Annotated[float, Field(ge=0.0)] = Field(
         0.0, description="Linear warm-up length in epochs, applied per iteration from lr/(warm-up iterations) up to "
         "the initial lr; 0 = off.")
+    policy: Literal["step", "cosine"] = Field("step", description="After the warm-up: step = multiply by "
+                                              "`decay_gamma` at each of `decay_step`; cosine = per iteration from the "
+                                              "initial lr down to `final_lr_factor` × it at the last iteration.")
+    final_lr_factor: Annotated[float, Field(ge=0.0, le=1.0)] = Field(0.0, description="cosine: the last "
+                                                                      "iteration's lr as a fraction of the initial.")
 
     @field_validator("decay_step")
     @classmethod

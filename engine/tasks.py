@@ -39,6 +39,8 @@ class ParamGroup:
     name: str
     params: list
     lr: float
+    start_epoch: int = 0
+    """The group trains from this epoch on (0-based); before it its LR is 0 (scheduled unfreezing)."""
 
 
 @dataclass

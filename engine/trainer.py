@@ -237,8 +237,10 @@ class Trainer:
             self.optimizer.load_state_dict(data["optimizer"])
         except (ValueError, KeyError) as err:
             raise ckpt.CheckpointError(f"{path}: optimizer state does not fit this run ({err})") from None
-        for group in self.optimizer.param_groups:  # the LR of this run (lr_scaling on its world size)
+        start_epochs = {group.name: group.start_epoch for group in self.parts.param_groups}
+        for group in self.optimizer.param_groups:  # the LR schedule of this run (lr_scaling on its world size)
             group["initial_lr"] = self._initial_lr[group["name"]]
+            group["start_epoch"] = start_epochs[group["name"]]
         best = data.get("best") or {}
         step = int(data["step"])
         steps = self.parts.loader.steps_per_epoch
@@ -472,7 +474,7 @@ class Trainer:
                     batches = tqdm(batches, total=steps, initial=p.step, desc=f"epoch {p.epoch + 1}/{params.epochs}",
                                    leave=False, dynamic_ncols=True)
                 for batch in batches:
-                    apply_lr(self.optimizer, lr_factor(p.epoch, p.step, steps, params.lr))
+                    apply_lr(self.optimizer, lr_factor(p.epoch, p.step, steps, params.lr, params.epochs), p.epoch)
                     window_images += len(self.parts.inputs(batch)[0]) * self.dist.world_size
                     loss, components, scalars = self.train_step(batch, autocast)
                     if main and p.global_step % params.log_every_steps == 0:

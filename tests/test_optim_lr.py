@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -139,3 +141,25 @@ def test_apply_lr(net):
     bare = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     with pytest.raises(ValueError, match="initial_lr"):
         apply_lr(bare, 0.5)
+
+
+def test_cosine_policy_after_linear_warmup():
+    lr = LrParams(warmup_epoch=1, policy="cosine", final_lr_factor=0.1)
+    steps, epochs = 4, 3
+    got = [lr_factor(e, s, steps, lr, epochs) for e in range(epochs) for s in range(steps)]
+    assert got[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    # iterations 4..11 of 12: u = (t - 4) / 8, factor = 0.1 + 0.9 (1 + cos(pi u)) / 2
+    expected = [0.1 + 0.9 * (1 + math.cos(math.pi * (t - 4) / 8)) / 2 for t in range(4, 12)]
+    assert got[4:] == pytest.approx(expected) and got[4] == 1.0 and got[-1] > 0.1
+
+
+def test_a_group_starts_at_its_epoch(net):
+    from engine.tasks import ParamGroup
+
+    params = list(net.parameters())
+    opt = build_optimizer([ParamGroup("head", params[:1], 0.1), ParamGroup("trunk", params[1:], 0.01, start_epoch=2)],
+                          "sgd", 0.0)
+    apply_lr(opt, 0.5, epoch=1)
+    assert [g["lr"] for g in opt.param_groups] == [0.05, 0.0]
+    apply_lr(opt, 0.5, epoch=2)
+    assert [g["lr"] for g in opt.param_groups] == [0.05, 0.005]
