@@ -85,30 +85,6 @@ def model_and_params_from_checkpoint(ep, options, path, ckpt, device):
     return model, params
 
 
-def onnx_model(ep, device):
-    from deploy.runtime import OnnxFeatureModel
-
-    if not ep.data_dir:
-        raise UserError(f"data_dir: required when model_path is an ONNX model ({ep.model_path} carries no training "
-                        "params, so it does not know the evaluation data); set \"data_dir\" to the evaluation root, "
-                        "e.g. the Market-1501 root with query/ and bounding_box_test/")
-    return OnnxFeatureModel(ep.model_path, prefer_cuda=device.type == "cuda")
-
-
-def params_for_onnx(ep, options, model):
-    from engine.params import parse_params
-
-    h, w = model.input_size
-    if ep.img_h and (ep.img_h, ep.img_w or w) != (h, w):
-        raise UserError(f"img_h/img_w: {ep.img_h}×{ep.img_w} differ from the ONNX model's input {h}×{w}")
-    return parse_params({
-        "task": model.task, "batches_dir": ep.data_dir, "img_h": h, "img_w": w,
-        "data_augmentation": {"imagenet_static": model.imagenet_static},
-        "num_preprocess_workers": ep.num_preprocess_workers,
-        "evaluation_params": {"batch_size": 64, **evaluation_overrides(ep, options), "data_dir": ep.data_dir},
-    }, f"{ep.model_path} (ONNX metadata)")
-
-
 @dataclass(frozen=True)
 class ReferenceParams:
     """What an evaluator reads of the params when the "model" is a reference tracker: the evaluation section alone
@@ -130,6 +106,18 @@ def reference_tracker(ep, options):
                                                               (EvaluationParams, options), {})
     evaluation = section(**{**evaluation_overrides(ep, options), "data_dir": ep.data_dir})
     return reference_factory(ep.model_path), ReferenceParams(evaluation)
+
+
+def load_exported(task: str, ep, options, device):
+    """(what the evaluator receives, params, class names) of an ONNX export, by its task (``load_exported`` of the
+    task module: the task knows what its graphs need)."""
+    from engine.tasks import task_module
+
+    load = getattr(task_module(task), "load_exported", None)
+    if not callable(load):
+        raise UserError(f"model_path: {ep.model_path} is an ONNX export of task {task!r}, which has no offline ONNX "
+                        "evaluation (its module has no load_exported)")
+    return load(ep.model_path, ep, evaluation_overrides(ep, options), device)
 
 
 def check_result_target(path: Path) -> None:
@@ -197,8 +185,9 @@ def main(argv=None) -> int:
     if is_reference:
         task = None
     elif ep.model_path.endswith(".onnx"):
-        model = onnx_model(ep, device)
-        task = model.task
+        from deploy.runtime import exported_task
+
+        task = exported_task(ep.model_path)
     else:
         path, ckpt = load_checkpoint_of(ep)
         task = ckpt["task"]
@@ -211,8 +200,7 @@ def main(argv=None) -> int:
         model, params = reference_tracker(ep, options)
         class_names = None
     elif ep.model_path.endswith(".onnx"):
-        params = params_for_onnx(ep, options, model)
-        class_names = model.class_names
+        model, params, class_names = load_exported(task, ep, options, device)
     else:
         model, params = model_and_params_from_checkpoint(ep, options, path, ckpt, device)
         model = evaluator_input(params.task, model, params)

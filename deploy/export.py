@@ -12,7 +12,8 @@ named inputs, outputs, parity tolerance and metadata). A task's only graph is wr
   N×D descriptor, as the PyTorch model returns it) and ``features_normalized`` (the same, L2-normalised inside the
   graph); classification: input ``images``, output ``logits`` (N×num_classes).
 
-The batch axis is dynamic. Everything a consumer needs (input size, mean/std, colour order, pixel scale, output
+The batch axis is dynamic, unless a graph asks for a fixed batch (``ExportGraph.static_batch``: the trackers' search
+graphs, whose depth-wise cross-correlation is a grouped convolution with the batch in its group count). Everything a consumer needs (input size, mean/std, colour order, pixel scale, output
 meaning, feature dim, …) is written into the model's ``metadata_props``; :mod:`deploy.runtime` reads it back.
 
 Exporter: the TorchScript-based ``torch.onnx.export(..., dynamo=False)``. On this stack it exports the ResNet
@@ -102,6 +103,9 @@ class ExportGraph:
     inputs_description: str = ""     # what the parity inputs are, for the report
     top1_agreement: bool = False     # also report the share of rows with the same arg-max of the primary output
     name: str = ""                   # "" for a task's only graph (written to --out), else OUT_STEM.<name>.onnx
+    # A fixed batch size instead of a dynamic batch axis (graphs whose batch is a number in them, e.g. a depth-wise
+    # cross-correlation written as a grouped convolution): traced and checked at exactly this many rows.
+    static_batch: Optional[int] = None
 
 
 @dataclass
@@ -561,8 +565,13 @@ def _export_graph(graph: ExportGraph, out_path: Path, source: Path, task: str, c
         return {"parity": {"threshold": report.threshold, "inputs": graph.inputs_description,
                            "results": [dataclasses.asdict(r) for r in report.parity]}}
 
-    example = tuple(torch.from_numpy(_trace_batch(array)) for array in graph.inputs.values())
-    dynamic_axes = {name: {0: "batch"} for name in [*graph.inputs, *graph.output_names]}
+    if graph.static_batch is None:
+        example = tuple(torch.from_numpy(_trace_batch(array)) for array in graph.inputs.values())
+        dynamic_axes = {name: {0: "batch"} for name in [*graph.inputs, *graph.output_names]}
+    else:
+        sizes = [graph.static_batch]
+        example = tuple(torch.from_numpy(np.ascontiguousarray(a[:graph.static_batch])) for a in graph.inputs.values())
+        dynamic_axes = None
     export_module(graph.module, example, list(graph.inputs), graph.output_names, dynamic_axes,
                   {**graph.metadata, **checkpoint_facts}, out_path, opset=opset, exporter=exporter,
                   postprocess=QUANTIZERS[quantize], verify=verify)

@@ -18,6 +18,7 @@ Only models carrying this tool's metadata are accepted; anything else is a :clas
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
@@ -60,38 +61,13 @@ class OnnxFeatureModel:
     def __init__(self, path: str | os.PathLike, prefer_cuda: bool = False,
                  intra_op_threads: Optional[int] = None) -> None:
         self.path = Path(path)
-        if not self.path.is_file():
-            raise OnnxModelError(f"{self.path}: ONNX model file not found")
-        self.session = self._open_session(prefer_cuda, intra_op_threads)
-        self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.session, self.metadata = open_exported(self.path, prefer_cuda, intra_op_threads)
+        self.providers = self.session.get_providers()
         self._read_metadata()
         self._check_graph()
 
     # ---------------------------------------------------------------------------------------------------------------
     # loading and validation
-
-    def _open_session(self, prefer_cuda: bool, intra_op_threads: Optional[int]):
-        import onnxruntime as ort
-
-        providers = ["CPUExecutionProvider"]
-        if prefer_cuda:
-            if "CUDAExecutionProvider" in ort.get_available_providers():
-                providers.insert(0, "CUDAExecutionProvider")
-            else:
-                log.warning("%s: CUDA requested but onnxruntime has no CUDAExecutionProvider here (installed: %s); "
-                            "running on CPU", self.path, ", ".join(ort.get_available_providers()))
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        threads = intra_op_threads if intra_op_threads is not None else _threads_from_env()
-        if threads:
-            options.intra_op_num_threads = threads
-        try:
-            session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers)
-        except Exception as err:  # noqa: BLE001 - onnxruntime's pybind exceptions (InvalidProtobuf, Fail, ...)
-            raise OnnxModelError(f"{self.path}: not a loadable ONNX model (ONNX Runtime: {_first_line(err)}); "
-                                 "expected a .onnx file written by `python -m deploy.export`") from None
-        self.providers = session.get_providers()
-        return session
 
     def _bad(self, what: str) -> OnnxModelError:
         return OnnxModelError(f"{self.path}: {what}")
@@ -113,18 +89,6 @@ class OnnxFeatureModel:
 
     def _read_metadata(self) -> None:
         meta = self.metadata
-        marker = meta.get("exported_by")
-        if marker != EXPORTED_BY:
-            found = f"exported_by={marker!r}" if marker else (
-                f"metadata keys {sorted(meta)[:8]}" if meta else "no metadata at all")
-            raise self._bad(f"an ONNX model, but not one exported by this tool (expected metadata "
-                            f"exported_by={EXPORTED_BY!r} with the input size, normalisation and output meaning; "
-                            f"found {found}); export it with `python -m deploy.export --checkpoint RUN/model_best.pth "
-                            "--out model.onnx`")
-        version = meta.get("deploy_format_version")
-        if version not in SUPPORTED_FORMAT_VERSIONS:
-            raise self._bad(f"deploy format version {version!r}; this version reads "
-                            f"{', '.join(SUPPORTED_FORMAT_VERSIONS)}")
         missing = [key for key in REQUIRED_KEYS if key not in meta]
         if missing:
             raise self._bad(f"metadata lacks {', '.join(missing)} (a damaged or hand-edited export?)")
@@ -277,6 +241,62 @@ class OnnxFeatureModel:
         if not chunks:
             return np.zeros((0, self.feature_dim), dtype=np.float32)
         return np.concatenate(chunks)
+
+
+def open_exported(path: Path, prefer_cuda: bool = False, intra_op_threads: Optional[int] = None):
+    """(ONNX Runtime session, metadata dict) of a model exported by this tool (any task's graph): a file that is not
+    there, not loadable, not ours or of an unknown deploy format is an OnnxModelError naming it. CPU, or CUDA first
+    when `prefer_cuda` and the CUDA provider is installed; `intra_op_threads`: None = $OMP_NUM_THREADS when set, else
+    ONNX Runtime's default (one per physical core)."""
+    import onnxruntime as ort
+
+    if not path.is_file():
+        raise OnnxModelError(f"{path}: ONNX model file not found")
+    providers = ["CPUExecutionProvider"]
+    if prefer_cuda:
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        else:
+            log.warning("%s: CUDA requested but onnxruntime has no CUDAExecutionProvider here (installed: %s); "
+                        "running on CPU", path, ", ".join(ort.get_available_providers()))
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    threads = intra_op_threads if intra_op_threads is not None else _threads_from_env()
+    if threads:
+        options.intra_op_num_threads = threads
+    try:
+        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as err:  # noqa: BLE001 - onnxruntime's pybind exceptions (InvalidProtobuf, Fail, ...)
+        raise OnnxModelError(f"{path}: not a loadable ONNX model (ONNX Runtime: {_first_line(err)}); "
+                             "expected a .onnx file written by `python -m deploy.export`") from None
+    meta = dict(session.get_modelmeta().custom_metadata_map)
+    marker = meta.get("exported_by")
+    if marker != EXPORTED_BY:
+        found = f"exported_by={marker!r}" if marker else (
+            f"metadata keys {sorted(meta)[:8]}" if meta else "no metadata at all")
+        raise OnnxModelError(f"{path}: an ONNX model, but not one exported by this tool (expected metadata "
+                             f"exported_by={EXPORTED_BY!r} with the input size, normalisation and output meaning; "
+                             f"found {found}); export it with `python -m deploy.export --checkpoint "
+                             "RUN/model_best.pth --out model.onnx`")
+    version = meta.get("deploy_format_version")
+    if version not in SUPPORTED_FORMAT_VERSIONS:
+        raise OnnxModelError(f"{path}: deploy format version {version!r}; this version reads "
+                             f"{', '.join(SUPPORTED_FORMAT_VERSIONS)}")
+    return session, meta
+
+
+def exported_task(path: str | os.PathLike) -> str:
+    """The task of an export of this tool: `path` itself, or for a task of several graphs the ``OUT`` name given to
+    ``deploy.export --out`` (its files are ``OUT_STEM.<graph>.onnx``)."""
+    path = Path(path)
+    candidates = [path] if path.exists() else sorted(path.parent.glob(f"{glob.escape(path.stem)}.*.onnx"))
+    if not candidates:
+        raise OnnxModelError(f"{path}: ONNX model file not found (nor {path.stem}.<graph>.onnx files of a "
+                             "multi-graph export)")
+    _, meta = open_exported(candidates[0])
+    if "task" not in meta:
+        raise OnnxModelError(f"{candidates[0]}: metadata names no task (a damaged or hand-edited export?)")
+    return meta["task"]
 
 
 def _threads_from_env() -> int:

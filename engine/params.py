@@ -346,6 +346,9 @@ def json_schema(classes: Optional[list[type[BaseModel]]] = None, combinator: str
 def _class_schema(model: type[BaseModel], ref_template: str) -> dict:
     schema = model.model_json_schema(by_alias=False, ref_template=ref_template)
     _add_alias_properties(model, schema, schema)
+    task = model.model_fields.get("task")
+    if task is not None and task.default != DEFAULT_TASK:  # only a file without `task` is a default-task file
+        schema["required"] = sorted({*schema.get("required", []), "task"})
     return schema
 
 

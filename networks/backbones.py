@@ -1,16 +1,21 @@
-"""The backbone registry shared by every task, and its ResNet trunks (torchvision ResNet v1 without the average pool
-and the ImageNet classifier).
+"""The backbone registry shared by every task, its ResNet trunks (torchvision ResNet v1 without the average pool
+and the ImageNet classifier) and the ImageNet-weight loader every backbone uses.
 
-``BACKBONES`` maps a name to a constructor of a trunk: an ``nn.Sequential`` whose children are its stages. A task
-takes the last map (``trunk(x)``), or the maps of several stages with :class:`LevelFeatures`, whose
-``feature_info`` gives each level's channels and stride (timm's multi-level features; SiamMask needs ResNet-50's
-intermediate maps). Options every ResNet takes: ``last_conv_stride`` (layer4's stride, 1 or 2: re-ID's "last
-stride") and ``dilate`` (layers whose stride becomes dilation, as torchvision's ``replace_stride_with_dilation``).
+``BACKBONES`` maps a name to a constructor:
 
-The trunk is an ``nn.Sequential`` whose child names are torchvision's (``conv1``, ``bn1``, ``relu``, ``maxpool``,
-``layer1`` … ``layer4``), so its state dict has exactly torchvision's keys minus ``fc.*``; ImageNet weights are loaded
-with a strict ``load_state_dict`` after dropping the ``fc.*`` keys. Weights are never downloaded: the file must already
-be on disk (see :func:`imagenet_weights_path`).
+* ``resnet18`` … ``resnet152``: a trunk, an ``nn.Sequential`` whose children are its stages. A task takes the last
+  map (``trunk(x)``), or the maps of several stages with :class:`LevelFeatures`, whose ``feature_info`` gives each
+  level's channels and stride (timm's multi-level features; SiamMask needs ResNet-50's intermediate maps). Options:
+  ``last_conv_stride`` (layer4's stride, 1 or 2: re-ID's "last stride"), ``dilate`` (layers whose stride becomes
+  dilation, as torchvision's ``replace_stride_with_dilation``) and ``imagenet_pretrain``.
+* ``alexnet_bn``, ``googlenet``, ``shufflenet_v2_x0_5``, ``shufflenet_v2_x1_0``, ``tinyconv``: SiamFC++'s backbones
+  (:mod:`networks.siamese_backbones`, imported on first use), one map of total stride 8 from a raw RGB 0..255 crop.
+  Option: ``imagenet_pretrain`` (always false for ``alexnet_bn`` and ``tinyconv``, which are trained from scratch).
+
+The ResNet trunk's child names are torchvision's (``conv1``, ``bn1``, ``relu``, ``maxpool``, ``layer1`` … ``layer4``),
+so its state dict has exactly torchvision's keys minus ``fc.*``. :func:`load_imagenet_weights` loads torchvision's
+ImageNet file into such a trunk with a strict ``load_state_dict`` after dropping, by name, the keys of the parts the
+trunk leaves out. Weights are never downloaded: the file must already be on disk (see :func:`imagenet_weights_path`).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from urllib.parse import urlparse
 
 import torch
 from torch import nn
+from torchvision.models import Inception_V3_Weights, ShuffleNet_V2_X0_5_Weights, ShuffleNet_V2_X1_0_Weights, WeightsEnum
 from torchvision.models import resnet as tv_resnet
 
 from engine.errors import UserError
@@ -40,6 +46,15 @@ _RESNETS: dict[str, tuple[Callable[..., tv_resnet.ResNet], type, int]] = {
 }
 
 TRUNK_NAMES = tuple(_RESNETS)
+SIAMESE_NAMES = ("alexnet_bn", "googlenet", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "tinyconv")
+
+# backbone name → (the torchvision model whose ImageNet-1k V1 weights it takes, that model's weights enum)
+_IMAGENET_WEIGHTS: dict[str, tuple[str, type[WeightsEnum]]] = {
+    **{name: (name, weights) for name, (_, weights, _) in _RESNETS.items()},
+    "googlenet": ("inception_v3", Inception_V3_Weights),
+    "shufflenet_v2_x0_5": ("shufflenet_v2_x0_5", ShuffleNet_V2_X0_5_Weights),
+    "shufflenet_v2_x1_0": ("shufflenet_v2_x1_0", ShuffleNet_V2_X1_0_Weights),
+}
 _TRUNK_CHILDREN = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
 _DILATABLE = ("layer2", "layer3", "layer4")
 _SHOWN_KEYS = 5  # how many mismatching keys an error message lists
@@ -50,11 +65,17 @@ def _check_name(name: str) -> None:
         raise UserError(f"unknown backbone {name!r}; expected one of {', '.join(TRUNK_NAMES)}")
 
 
+def _imagenet_url(name: str) -> str:
+    if name not in _IMAGENET_WEIGHTS:
+        raise UserError(f"backbone {name!r} has no torchvision ImageNet weights; those exist for "
+                        f"{', '.join(_IMAGENET_WEIGHTS)}")
+    return _IMAGENET_WEIGHTS[name][1].IMAGENET1K_V1.url
+
+
 def imagenet_weights_filename(name: str) -> str:
-    """File name of torchvision's ImageNet-1k V1 weights for `name` (e.g. ``resnet50-0676ba61.pth``)."""
-    _check_name(name)
-    url = _RESNETS[name][1].IMAGENET1K_V1.url
-    return os.path.basename(urlparse(url).path)
+    """File name of torchvision's ImageNet-1k V1 weights for backbone `name` (e.g. ``resnet50-0676ba61.pth``,
+    ``inception_v3_google-0cc3c7bd.pth`` for ``googlenet``)."""
+    return os.path.basename(urlparse(_imagenet_url(name)).path)
 
 
 def imagenet_weights_path(name: str) -> Path:
@@ -98,10 +119,15 @@ def _read_state_dict(path: Path, name: str) -> Mapping[str, torch.Tensor]:
     return state
 
 
-def _load_imagenet(trunk: nn.Sequential, name: str, path: Path) -> None:
+def _load_file(trunk: nn.Module, name: str, path: Path, unused: tuple[str, ...]) -> None:
     state = _read_state_dict(path, name)
-    state = OrderedDict((k, v) for k, v in state.items() if not k.startswith("fc."))
+    state = OrderedDict((k, v) for k, v in state.items() if not k.startswith(unused))
     own = trunk.state_dict()
+    # torchvision's older ImageNet files predate BatchNorm's num_batches_tracked counter: keep the trunk's own (it only
+    # matters for momentum=None), as torch's load_state_dict does for such files; every other key must be there.
+    for key in own:
+        if key.endswith(".num_batches_tracked") and key not in state:
+            state[key] = own[key]
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     wrong_shape = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
@@ -114,9 +140,34 @@ def _load_imagenet(trunk: nn.Sequential, name: str, path: Path) -> None:
             parts.append(f"{len(unexpected)} unexpected key(s): {_describe_keys(unexpected)}")
         if wrong_shape:
             parts.append(f"{len(wrong_shape)} shape mismatch(es) (file vs {name}): {_describe_keys(wrong_shape)}")
-        raise UserError(f"imagenet_pretrain: {path} does not match a torchvision {name} "
+        raise UserError(f"imagenet_pretrain: {path} does not match a torchvision {_IMAGENET_WEIGHTS[name][0]} "
                         f"(expected {imagenet_weights_filename(name)}): " + "; ".join(parts))
     trunk.load_state_dict(state, strict=True)
+
+
+def load_imagenet_weights(trunk: nn.Module, name: str, imagenet_pretrain: bool | str, unused: tuple[str, ...]) -> None:
+    """Load torchvision's ImageNet-1k V1 weights of backbone `name` into `trunk`, whose state-dict keys are
+    torchvision's, as ``imagenet_pretrain`` says: False → nothing (the trunk keeps its init); True → the file at
+    :func:`imagenet_weights_path`; a string → that file. The file's keys starting with one of `unused` (the parts of
+    torchvision's model the trunk leaves out, e.g. ``"fc."``) are dropped; any other missing, unexpected or
+    mis-shaped key is a :class:`UserError` naming the file and the keys. Nothing is ever downloaded."""
+    if imagenet_pretrain is False:
+        return
+    if imagenet_pretrain is True:
+        path = imagenet_weights_path(name)
+        if not path.is_file():
+            raise UserError(f"imagenet_pretrain is true but the ImageNet weights of {name} are not at {path}. Nothing "
+                            f"is downloaded: put torchvision's {imagenet_weights_filename(name)} (from "
+                            f"{_imagenet_url(name)}) at {path}, or give its path as imagenet_pretrain, "
+                            f"or set imagenet_pretrain to false.")
+    elif isinstance(imagenet_pretrain, str):
+        path = Path(imagenet_pretrain).expanduser()
+        if not path.is_file():
+            raise UserError(f"imagenet_pretrain: weights file {path} not found. Nothing is downloaded: put "
+                            f"torchvision's {imagenet_weights_filename(name)} there (from {_imagenet_url(name)}).")
+    else:
+        raise UserError(f"imagenet_pretrain must be true, false or a file path; found {imagenet_pretrain!r}")
+    _load_file(trunk, name, path, unused)
 
 
 def build_resnet_trunk(name: str, last_conv_stride: int, imagenet_pretrain: bool | str) -> tuple[nn.Module, int]:
@@ -150,34 +201,27 @@ def resnet(name: str, *, last_conv_stride: int = 2, dilate: tuple[str, ...] = ()
     trunk = nn.Sequential(OrderedDict((child, getattr(net, child)) for child in _TRUNK_CHILDREN))
     if "layer4" not in dilate:
         _set_last_stride(trunk.layer4, last_conv_stride)
-
-    if imagenet_pretrain is True:
-        path = imagenet_weights_path(name)
-        if not path.is_file():
-            raise UserError(f"imagenet_pretrain is true but the ImageNet weights of {name} are not at {path}. Nothing "
-                            f"is downloaded: put torchvision's {imagenet_weights_filename(name)} (from "
-                            f"{_RESNETS[name][1].IMAGENET1K_V1.url}) at {path}, or give its path as imagenet_pretrain, "
-                            f"or set imagenet_pretrain to false.")
-        _load_imagenet(trunk, name, path)
-    elif isinstance(imagenet_pretrain, str):
-        path = Path(imagenet_pretrain).expanduser()
-        if not path.is_file():
-            raise UserError(f"imagenet_pretrain: weights file {path} not found. Nothing is downloaded: put "
-                            f"torchvision's {imagenet_weights_filename(name)} there (from "
-                            f"{_RESNETS[name][1].IMAGENET1K_V1.url}).")
-        _load_imagenet(trunk, name, path)
-    elif imagenet_pretrain is not False:
-        raise UserError(f"imagenet_pretrain must be true, false or a file path; found {imagenet_pretrain!r}")
+    load_imagenet_weights(trunk, name, imagenet_pretrain, unused=("fc.",))
     return trunk
 
 
-BACKBONES: dict[str, Callable[..., nn.Sequential]] = {name: partial(resnet, name) for name in _RESNETS}
+def _siamese_backbone(name: str, **options) -> nn.Module:
+    from networks import siamese_backbones  # on first use: importing this registry stays as light as the ResNets
+
+    return getattr(siamese_backbones, name)(**options)
 
 
-def build_backbone(name: str, **options) -> nn.Sequential:
-    """The trunk registered as `name`, built with its `options`; an unknown name lists the registered ones."""
+BACKBONES: dict[str, Callable[..., nn.Module]] = {
+    **{name: partial(resnet, name) for name in _RESNETS},
+    **{name: partial(_siamese_backbone, name) for name in SIAMESE_NAMES},
+}
+
+
+def build_backbone(name: str, **options) -> nn.Module:
+    """The backbone registered as `name`, built with its `options`; an unknown name lists the registered ones."""
     if name not in BACKBONES:
-        raise UserError(f"unknown backbone {name!r}; expected one of {', '.join(sorted(BACKBONES))}")
+        raise UserError(f"unknown backbone {name!r}; expected one of {', '.join(sorted(_RESNETS))} (ResNet trunks) or "
+                        f"{', '.join(SIAMESE_NAMES)} (SiamFC++ backbones)")
     return BACKBONES[name](**options)
 
 

@@ -91,3 +91,28 @@ def export_graphs(model, params: ReidParams, checkpoint: dict, batch: int,
     return [ExportGraph(module=module, inputs={"images": images}, output_names=outputs, compared_output=compared,
                         primary_output=primary, tolerance=tolerance, metadata=metadata, report=report,
                         inputs_description=described, top1_agreement=params.task == "classification")]
+
+
+def load_exported(model_path: str, eval_params, evaluation_overrides: dict, device):
+    """Offline evaluation of an exported re-ID / classification graph (evaluator.py): (the ONNX Runtime model, the
+    params rebuilt from its metadata and eval_params.json, its class names)."""
+    from deploy.runtime import OnnxFeatureModel
+    from engine.errors import UserError
+    from engine.params import parse_params
+
+    ep = eval_params
+    if not ep.data_dir:
+        raise UserError(f"data_dir: required when model_path is an ONNX model ({model_path} carries no training "
+                        "params, so it does not know the evaluation data); set \"data_dir\" to the evaluation root, "
+                        "e.g. the Market-1501 root with query/ and bounding_box_test/")
+    model = OnnxFeatureModel(model_path, prefer_cuda=device.type == "cuda")
+    h, w = model.input_size
+    if ep.img_h and (ep.img_h, ep.img_w or w) != (h, w):
+        raise UserError(f"img_h/img_w: {ep.img_h}×{ep.img_w} differ from the ONNX model's input {h}×{w}")
+    params = parse_params({
+        "task": model.task, "batches_dir": ep.data_dir, "img_h": h, "img_w": w,
+        "data_augmentation": {"imagenet_static": model.imagenet_static},
+        "num_preprocess_workers": ep.num_preprocess_workers,
+        "evaluation_params": {"batch_size": 64, **evaluation_overrides, "data_dir": ep.data_dir},
+    }, f"{model_path} (ONNX metadata)")
+    return model, params, model.class_names

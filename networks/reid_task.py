@@ -9,14 +9,15 @@ from pathlib import Path
 
 from engine.errors import UserError
 from engine.tasks import ParamGroup, TaskParts
-from networks.reid_export import export_graphs
+from networks.reid_export import export_graphs, load_exported
 from networks.reid_params import ReidParams
 
 log = logging.getLogger(__name__)
 PARAMS = ReidParams
 DEFAULT_EVALUATOR = "market_evaluate"
 SYNTHETIC_TYPES = ("market", "classes")
-__all__ = ["PARAMS", "DEFAULT_EVALUATOR", "build", "check_inputs", "export_graphs", "rebuild_model"]
+__all__ = ["PARAMS", "DEFAULT_EVALUATOR", "build", "check_inputs", "export_graphs", "load_exported",
+           "rebuild_model"]
 
 
 def check_inputs(params: ReidParams) -> None:

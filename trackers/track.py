@@ -7,7 +7,8 @@ Writes ``OUT/boxes.txt`` (one ``x,y,w,h`` line per frame, ``%.3f``, comma-separa
 0 is the given box), ``OUT/times.txt`` (seconds per frame) and the frames with the tracked box drawn in red, as
 ``OUT/frames/00000001.jpg…`` (``--save frames``, the default for a folder) or ``OUT/tracked.mp4`` (``--save video``,
 the default for a video file). ``--model`` takes a checkpoint of a tracker task (the task's ``evaluator_input`` builds
-the tracker). Frames are read as RGB; the box is x, y, w, h in pixels of the first frame.
+the tracker) or its ONNX export (``OUT.onnx`` as given to ``deploy.export --out``: the tracker runs on ONNX Runtime).
+Frames are read as RGB; the box is x, y, w, h in pixels of the first frame.
 """
 
 from __future__ import annotations
@@ -95,11 +96,21 @@ def build_tracker(tracker: Optional[str], model: Optional[str], device: str) -> 
 
 
 def checkpoint_tracker_factory(model_path: str, device: str):
+    """The tracker factory of a tracker task's checkpoint (.pth or run directory) or ONNX export (.onnx)."""
     import torch
 
+    from engine.tasks import evaluator_input, task_module
+
+    if model_path.endswith(".onnx"):
+        from deploy.runtime import exported_task
+
+        task = exported_task(model_path)
+        exported = getattr(task_module(task), "exported_tracker", None)
+        if not callable(exported):
+            raise UserError(f"--model: {model_path} is an ONNX export of task {task!r}, which is not a tracker")
+        return exported(model_path, torch.device(device))[0]
     from engine.checkpoint import load_checkpoint, resolve_checkpoint_path
     from engine.params import parse_params
-    from engine.tasks import evaluator_input, task_module
 
     path = resolve_checkpoint_path(model_path)
     checkpoint = load_checkpoint(path)
@@ -191,7 +202,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--box", required=True, help="X,Y,W,H of the target in the first frame")
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--tracker", help="a reference tracker: reference:first_box")
-    which.add_argument("--model", help="checkpoint (.pth or run directory) of a tracker task")
+    which.add_argument("--model", help="checkpoint (.pth or run directory) of a tracker task, or its ONNX export "
+                       "(OUT.onnx as given to deploy.export --out)")
     parser.add_argument("--device", default="cpu", help="torch device of --model (default: cpu)")
     parser.add_argument("--out", required=True, help="output folder (created)")
     parser.add_argument("--save", choices=("frames", "video", "none"), default=None,
