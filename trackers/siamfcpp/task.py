@@ -87,7 +87,24 @@ class DenseBoxCriterion:
         targets = dense_box_targets(xyxy, batch["negative"], self.grid.to(xyxy.device))
         total, terms = self.loss(outputs, targets)
         positives = (targets[0] == 1).float().sum(dim=1)
+        share = _global_share(positives.sum())
+        if share is not None:
+            total, terms = total * share, {name: term * share for name, term in terms.items()}
         return total, terms, {"positives_per_pair": float(positives.mean())}
+
+
+def _global_share(local_positives):
+    """Distributed runs: the factor that turns this rank's loss, normalised by its own number of positive locations,
+    into W × its share of the global batch's loss (normalised by the positives of all ranks), so that DDP's average
+    of the ranks' gradients is the gradient of the one-process loss on the global batch. None in a one-process run.
+    Every term of `SiamFCppLoss` is a sum divided by max(#positives, 1), so one factor fits them all."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return None
+    total = local_positives.detach().clone()
+    dist.all_reduce(total)
+    return local_positives.detach().clamp(min=1) * dist.get_world_size() / total.clamp(min=1)
 
 
 def param_groups(params: SiamFCppParams, model) -> list[ParamGroup]:
