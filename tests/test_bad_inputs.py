@@ -452,7 +452,11 @@ def test_eval_foreign_onnx(tmp_path, tiny_market):
             "not one exported by this tool", "found no metadata", module=evaluator)
 
 
-def test_eval_onnx_without_data_dir(tmp_path):
+def test_eval_onnx_without_data_dir(tmp_path, tool_checkpoint):
+    from deploy.export import export_checkpoint
+
+    refused([eval_config(tmp_path, tmp_path / "m.onnx")], "m.onnx: ONNX model file not found", module=evaluator)
+    export_checkpoint(tool_checkpoint, tmp_path / "m.onnx", batch_check=(1,))
     refused([eval_config(tmp_path, tmp_path / "m.onnx")], "data_dir", "required", "ONNX", module=evaluator)
 
 
