@@ -7,9 +7,11 @@ project's step with its speed defaults against a plain fp32 eager step, on the s
   ``amp: "auto"``, resolved by ``engine.trainer.resolve_amp`` on this machine (bf16 only where the CPU computes it
   natively: AVX512-BF16 or AMX; fp32 elsewhere — the JSON line says which);
 * baseline: the same network with the same initial weights, fp32, contiguous NCHW, eager, the same criterion, SGD with
-  the same momentum (0.9), weight decay and learning rates, in a plain ``zero_grad / backward / step`` loop;
+  the same momentum (0.9), weight decay and learning rates, in a plain ``zero_grad / backward / step`` loop, with the
+  depth-wise cross-correlation as a grouped convolution left to autograd (ours uses ``networks.xcorr``'s written-out
+  backward);
 * the same pre-made batches (real pair-loader crops of a small synthetic GOT-10k set generated in a temporary folder),
-  the steps alternating (ours, baseline, [ours+xcorr, baseline+xcorr,] ours, …) so that all see the same machine
+  the steps alternating (ours, baseline, ours, …) so that both see the same machine
   load; the first ``--warmup`` rounds are discarded, the medians of the rest are reported, with the median of the
   per-round ratios.
 
@@ -22,23 +24,16 @@ Then, to say where the time goes (and what would reach the 2× target):
   only, and threads created later inherit it, threads created earlier do not;
 * a profile of one step of each, by kind of operation (self CPU time), with the depth-wise cross-correlation
   (``networks.xcorr``: one grouped convolution with groups = batch × channels) counted apart;
-* what-if steps in the same rounds (``--no-what-if`` to leave them out; fp32 runs only): ours and the baseline with
-  the cross-correlation's backward computed by two forward grouped convolutions (grad search = transposed grouped
-  conv of the output gradient with the kernels, grad kernel = grouped conv of the search map with the output
-  gradient as the kernels; mathematically PyTorch's backward, checked against it) — the change proposed for
-  ``networks/xcorr.py``.
-
 The machine is shared: the JSON line (last line) carries ``os.getloadavg()`` before and after.
 
     python bench/siamfcpp_train_throughput.py [--warmup 1] [--steps 5] [--threads 2] [--batch 16]
-                                              [--flush-denormal off|on] [--no-what-if] [--no-profile]
+                                              [--flush-denormal off|on] [--no-profile]
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
 import copy
 import json
 import os
@@ -232,73 +227,25 @@ def profile_step(step, batch, groups: int) -> dict[str, float]:
     return dict(kinds)
 
 
-class _XcorrGroupedBackward(torch.autograd.Function):
-    """depthwise_xcorr whose backward is two forward grouped convolutions (the proposal for networks/xcorr.py)."""
-
-    @staticmethod
-    def forward(ctx, search, kernel):
-        batch, channels = kernel.shape[:2]
-        s = search.reshape(1, batch * channels, *search.shape[2:])
-        k = kernel.reshape(batch * channels, 1, *kernel.shape[2:])
-        ctx.save_for_backward(s, k)
-        ctx.shapes = (search.shape, kernel.shape)
-        out = F.conv2d(s, k, groups=batch * channels)
-        return out.reshape(batch, channels, *out.shape[2:])
-
-    @staticmethod
-    def backward(ctx, grad):
-        s, k = ctx.saved_tensors
-        search_shape, kernel_shape = ctx.shapes
-        groups = k.shape[0]
-        g = grad.reshape(1, groups, *grad.shape[2:])
-        grad_search = grad_kernel = None
-        if ctx.needs_input_grad[0]:
-            grad_search = F.conv_transpose2d(g, k, groups=groups).reshape(search_shape)
-        if ctx.needs_input_grad[1]:
-            grad_kernel = F.conv2d(s, g.reshape(groups, 1, *g.shape[2:]), groups=groups).reshape(kernel_shape)
-        return grad_search, grad_kernel
+def plain_xcorr(search, kernel):
+    """The depth-wise cross-correlation as one grouped convolution left to autograd (what the baseline runs)."""
+    batch, channels = kernel.shape[:2]
+    out = F.conv2d(search.reshape(1, batch * channels, *search.shape[2:]),
+                   kernel.reshape(batch * channels, 1, *kernel.shape[2:]), groups=batch * channels)
+    return out.reshape(batch, channels, *out.shape[2:])
 
 
-def fast_backward_xcorr(search, kernel):
-    if torch.is_grad_enabled() and (search.requires_grad or kernel.requires_grad):
-        return _XcorrGroupedBackward.apply(search, kernel)
-    from networks.xcorr import depthwise_xcorr
-
-    return depthwise_xcorr(search, kernel)
-
-
-@contextlib.contextmanager
-def xcorr_backward_as_forward_convs():
+def with_plain_xcorr(step):
+    """`step` with the model's cross-correlation swapped for :func:`plain_xcorr` while it runs."""
     import trackers.siamfcpp.model as model_module
 
-    original = model_module.depthwise_xcorr
-    model_module.depthwise_xcorr = fast_backward_xcorr
-    try:
-        yield
-    finally:
-        model_module.depthwise_xcorr = original
-
-
-def with_fast_xcorr_backward(step):
     def run(batch):
-        with xcorr_backward_as_forward_convs():
+        original, model_module.depthwise_xcorr = model_module.depthwise_xcorr, plain_xcorr
+        try:
             return step(batch)
+        finally:
+            model_module.depthwise_xcorr = original
     return run
-
-
-def xcorr_gradient_check() -> float:
-    """Max |Δ| / max |grad| between PyTorch's backward of the cross-correlation and the proposed one (B 4, C 8)."""
-    from networks.xcorr import depthwise_xcorr
-
-    gen = torch.Generator().manual_seed(0)
-    search, kernel = torch.randn(4, 8, 31, 31, generator=gen), torch.randn(4, 8, 9, 9, generator=gen)
-    grad = torch.randn(4, 8, 23, 23, generator=gen)
-    results = []
-    for fn in (depthwise_xcorr, fast_backward_xcorr):
-        s, k = search.clone().requires_grad_(), kernel.clone().requires_grad_()
-        fn(s, k).backward(grad)
-        results.append((s.grad, k.grad))
-    return max(float((a - b).abs().max() / a.abs().max()) for a, b in zip(*results))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -312,8 +259,6 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads for every step (0: default)")
     parser.add_argument("--flush-denormal", choices=["off", "on"], default="off",
                         help="torch.set_flush_denormal for the whole process, set before any thread exists")
-    parser.add_argument("--no-what-if", dest="what_if", action="store_false",
-                        help="leave out the steps with the proposed cross-correlation backward")
     parser.add_argument("--no-profile", dest="profile", action="store_false")
     parser.add_argument("--work", type=Path, help="folder for the synthetic data (default: a temporary one)")
     args = parser.parse_args(argv)
@@ -337,20 +282,13 @@ def main(argv=None) -> dict:
     if flush_state == "on" and not flush_reaches_every_thread():
         flush_state = "on (calling thread only: the pool existed before)"
     base_model = copy.deepcopy(parts.model)  # same initial weights, contiguous
-    ours, base = OurStep(params, parts), BaselineStep(train_params(data_dir, args.batch, False, "none"), base_model)
+    ours = OurStep(params, parts)
+    base = with_plain_xcorr(BaselineStep(train_params(data_dir, args.batch, False, "none"), base_model))
     steps = {"ours": ours, "baseline": base}
-    grad_diff = None
-    if args.what_if and amp != "none":
-        print(f"what-if left out: the sketched cross-correlation backward is fp32 only (amp resolved to {amp})")
-    elif args.what_if:
-        grad_diff = xcorr_gradient_check()
-        steps["ours+xcorr"] = with_fast_xcorr_backward(ours)
-        steps["baseline+xcorr"] = with_fast_xcorr_backward(base)
     print(f"ours: amp {params.amp!r} → {amp!r} on this CPU, channels_last {params.channels_last}, flush denormals "
-          f"{flush_state}; baseline: fp32, contiguous, eager; batch {args.batch} (127/303), threads "
-          f"{torch.get_num_threads()}, load {load_before[0]:.1f}"
-          + ("; +xcorr: the cross-correlation's backward as two forward grouped convs" if grad_diff is not None
-             else ""), flush=True)
+          f"{flush_state}, networks.xcorr's backward; baseline: fp32, contiguous, eager, autograd's cross-correlation "
+          f"backward; batch {args.batch} (127/303), threads {torch.get_num_threads()}, load {load_before[0]:.1f}",
+          flush=True)
     seconds = alternate(steps, batches, args.warmup, args.steps)
     pairs_per_s = {name: args.batch / statistics.median(s) for name, s in seconds.items()}
     speedup, speedup_rounds = ratio(seconds, "baseline", "ours")
@@ -368,27 +306,9 @@ def main(argv=None) -> dict:
             print(f"  {kind:34}{kinds_ours.get(kind, 0):9.3f}{kinds_base.get(kind, 0):10.3f}")
         print(f"  {'total (profiled)':34}{sum(kinds_ours.values()):9.3f}{sum(kinds_base.values()):10.3f}")
 
-    what_if = None
-    if grad_diff is not None:
-        what_if = {"gradient_rel_diff": grad_diff,
-                   "ours_pairs_per_s": round(pairs_per_s["ours+xcorr"], 3),
-                   "baseline_pairs_per_s": round(pairs_per_s["baseline+xcorr"], 3)}
-        for key, (slow, fast) in {"speedup": ("baseline+xcorr", "ours+xcorr"),
-                                  "ours_vs_current_baseline": ("baseline", "ours+xcorr"),
-                                  "ours_gain": ("ours", "ours+xcorr"),
-                                  "baseline_gain": ("baseline", "baseline+xcorr")}.items():
-            of_medians, of_rounds = ratio(seconds, slow, fast)
-            what_if[key], what_if[key + "_median_round"] = round(of_medians, 3), round(of_rounds, 3)
-        print(f"what if the cross-correlation's backward were two forward grouped convs (gradients agree to "
-              f"{grad_diff:.1e} relative): ours {what_if['ours_gain']:.2f}x faster, baseline "
-              f"{what_if['baseline_gain']:.2f}x faster; ours vs baseline then {what_if['speedup']:.2f}x, ours vs "
-              f"today's baseline {what_if['ours_vs_current_baseline']:.2f}x")
-
     load_after = os.getloadavg()
     print(f"{'':40}{'pairs/s':>9}{'step s':>9}")
-    labels = {"ours": f"ours ({amp}, channels_last)", "baseline": "baseline (fp32, contiguous)",
-              "ours+xcorr": "  what-if: ours + xcorr backward",
-              "baseline+xcorr": "  what-if: baseline + xcorr backward"}
+    labels = {"ours": f"ours ({amp}, channels_last, xcorr)", "baseline": "baseline (fp32, contiguous)"}
     for name, rate in pairs_per_s.items():
         print(f"{labels[name]:40}{rate:9.2f}{statistics.median(seconds[name]):9.3f}")
     print(f"speed-up {speedup:.2f}x (median of per-round ratios {speedup_rounds:.2f}x), target {TARGET:.1f}x: "
@@ -405,7 +325,6 @@ def main(argv=None) -> dict:
               "profile_self_cpu_s": None if kinds_ours is None else {
                   "ours": {k: round(v, 4) for k, v in kinds_ours.items()},
                   "baseline": {k: round(v, 4) for k, v in kinds_base.items()}},
-              "what_if_xcorr_backward": what_if,
               "warmup": args.warmup, "steps": args.steps,
               "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in load_after]}
     print(json.dumps(result))
