@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import multiprocessing
 import os
 import shutil
@@ -48,6 +49,8 @@ from typing import Callable
 import numpy as np
 
 from data import _render, _render_street
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "synthetic_manifest.json"
@@ -531,17 +534,20 @@ def check_target(root, dataset_type: str, key: str = "batches_dir") -> None:
                         f"{key} at a folder that does not exist)")
 
 
-def ensure_from_params(root, dataset_type: str, seed: int, options: dict, key: str = "batches_dir") -> None:
-    """Generate the synthetic dataset that ``synthetic_data`` names into `root` unless it is already there."""
+def ensure_from_params(root, spec, key: str = "batches_dir") -> None:
+    """Generate the synthetic dataset that a params file's ``synthetic_data`` section (`data.options.
+    SyntheticDataParams`: type, seed, options) names into `root` unless it is already there."""
     from engine.errors import UserError
 
-    ensure, spec_class = GENERATORS[dataset_type]
+    ensure, spec_class = GENERATORS[spec.type]
     try:
-        spec = spec_class(seed=seed, **options)
+        generator_spec = spec_class(seed=spec.seed, **spec.options)
     except (TypeError, ValueError) as err:
         raise UserError(f"synthetic_data.options: {err}") from None
+    if not Path(root).exists():
+        log.info("generating synthetic %s dataset into %s", spec.type, root)
     try:
-        ensure(Path(root), spec)
+        ensure(Path(root), generator_spec)
     except FileExistsError as err:
         raise UserError(f"{key}: {err}") from None
 

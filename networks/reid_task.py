@@ -48,10 +48,7 @@ def build(params: ReidParams, rank: int = 0, world_size: int = 1) -> TaskParts:
     if params.synthetic_data is not None:
         from data.synthetic import ensure_from_params
 
-        spec = params.synthetic_data
-        if not Path(params.batches_dir).exists():
-            log.info("generating synthetic %s dataset into %s", spec.type, params.batches_dir)
-        ensure_from_params(params.batches_dir, spec.type, spec.seed, spec.options)
+        ensure_from_params(params.batches_dir, params.synthetic_data)
     image_set = open_train_set(params.batches_dir, params.task)
     log.info("training data: %s", image_set.description)
     labels = [record.label for record in image_set.records]

@@ -248,7 +248,7 @@ def test_fp16_on_cpu(tmp_path, tiny_market):
 
 def test_parallels_without_cuda(tmp_path, tiny_market):
     if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA")
+        pytest.skip("checks the refusal of CUDA settings, which only a machine without CUDA gives")
     refused(train_args(config(tmp_path, tiny_market, parallels=[0])), "parallels", "[0]", "CUDA is not available",
             '"parallels": []')
 
@@ -256,7 +256,7 @@ def test_parallels_without_cuda(tmp_path, tiny_market):
 @pytest.mark.parametrize("overrides", [{"amp": "fp16"}, {"parallels": [0]}], ids=["fp16", "parallels"])
 def test_machine_contradictions_refused_before_a_run_dir_exists(tmp_path, tiny_market, overrides):
     if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA")
+        pytest.skip("checks the refusal of CUDA settings, which only a machine without CUDA gives")
     refused(train_args(config(tmp_path, tiny_market, **overrides)), "CUDA")
     assert not (tmp_path / "runs").exists()  # no failed run directory left behind, no workers started
 
@@ -484,7 +484,7 @@ def test_eval_data_dir_of_the_wrong_layout(tmp_path, tiny_market, tool_checkpoin
 
 def test_eval_gpus_without_cuda(tmp_path, tool_checkpoint):
     if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA")
+        pytest.skip("checks the refusal of CUDA settings, which only a machine without CUDA gives")
     refused([eval_config(tmp_path, tool_checkpoint, gpus=[0])], "gpus", "CUDA is not available", module=evaluator)
 
 

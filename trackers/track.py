@@ -109,16 +109,12 @@ def checkpoint_tracker_factory(model_path: str, device: str):
         if not callable(exported):
             raise UserError(f"--model: {model_path} is an ONNX export of task {task!r}, which is not a tracker")
         return exported(model_path, torch.device(device))[0]
-    from engine.checkpoint import load_checkpoint, resolve_checkpoint_path
-    from engine.params import parse_params
+    from deploy.export import load_model_from_checkpoint
 
-    path = resolve_checkpoint_path(model_path)
-    checkpoint = load_checkpoint(path)
-    params = parse_params(checkpoint["params"], f"{path} (stored params)")
-    net = task_module(params.task).rebuild_model(params, checkpoint, path).to(torch.device(device)).eval()
-    make = evaluator_input(params.task, net, params)
+    net, params, _ = load_model_from_checkpoint(model_path)
+    make = evaluator_input(params.task, net.to(torch.device(device)), params)
     if isinstance(make, torch.nn.Module) or not callable(make):
-        raise UserError(f"--model: {path} is a checkpoint of task {params.task!r}, which is not a tracker (its "
+        raise UserError(f"--model: {model_path} is a checkpoint of task {params.task!r}, which is not a tracker (its "
                         "evaluators receive a model, not a tracker factory)")
     return make
 

@@ -51,10 +51,7 @@ def training_sets(params: SiamFCppParams) -> tuple[list, list[float]]:
     if params.synthetic_data is not None:
         from data.synthetic import ensure_from_params
 
-        spec = params.synthetic_data
-        if not Path(params.batches_dir).exists():
-            log.info("generating synthetic %s dataset into %s", spec.type, params.batches_dir)
-        ensure_from_params(params.batches_dir, spec.type, spec.seed, spec.options)
+        ensure_from_params(params.batches_dir, params.synthetic_data)
     sampling = params.pair_sampling
     sets, ratios = [open_sequences(params.batches_dir, sampling.train_subset)], [1.0]
     for extra in sampling.extra_datasets:
