@@ -96,15 +96,13 @@ class ReferenceParams:
 
 def reference_tracker(ep, options):
     """(tracker factory, params) of ``model_path: "reference:NAME"``."""
-    from engine.params import EvaluationParams
+    from engine.params import evaluation_params_class
     from trackers.reference import reference_factory
 
     if not ep.data_dir:
         raise UserError(f"data_dir: required when model_path is a reference tracker ({ep.model_path}); set it to "
                         "the tracking data, e.g. a GOT-10k root with a val/ subset")
-    section = EvaluationParams if options is None else type(f"EvaluationParams[{options.__name__}]",
-                                                              (EvaluationParams, options), {})
-    evaluation = section(**{**evaluation_overrides(ep, options), "data_dir": ep.data_dir})
+    evaluation = evaluation_params_class(options)(**{**evaluation_overrides(ep, options), "data_dir": ep.data_dir})
     return reference_factory(ep.model_path), ReferenceParams(evaluation)
 
 

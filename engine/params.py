@@ -457,6 +457,14 @@ class EvalParams(Section):
                                                    "model_params (it is never needed).")
 
 
+def evaluation_params_class(options: Optional[type[BaseModel]]) -> type[EvaluationParams]:
+    """An evaluation section with an evaluator's ``OPTIONS`` (None: the engine's keys alone), for params built without
+    a task (a reference tracker evaluated offline)."""
+    if options is None:
+        return EvaluationParams
+    return type(f"EvaluationParams[{options.__name__}]", (EvaluationParams, options), {"__module__": __name__})
+
+
 def eval_params_class(options: Optional[type[BaseModel]]) -> type[EvalParams]:
     """eval_params.json for an evaluator: the shared keys plus the evaluator's ``OPTIONS`` (None: it has none)."""
     if options is None:

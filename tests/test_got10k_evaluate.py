@@ -15,7 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboardX import SummaryWriter
 
 from data.synthetic import Got10kSpec, generate_got10k
-from engine.params import EvaluationParams
+from engine.params import evaluation_params_class
 from evaluate.got10k_evaluate import Got10kOptions, run_eval
 from trackers.reference import reference_factory
 
@@ -33,8 +33,7 @@ class Params:
     """What got10k_evaluate reads of a run's params: its evaluation section."""
 
     def __init__(self, **keys):
-        section = type("Section", (EvaluationParams, Got10kOptions), {})
-        self.evaluation_params = section(**keys)
+        self.evaluation_params = evaluation_params_class(Got10kOptions)(**keys)
 
 
 def run(args, cwd=ROOT):
