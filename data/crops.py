@@ -1,9 +1,11 @@
-"""Context-scaled square crops for the Siamese/regression trackers, and exact frame ↔ crop coordinate maps.
+"""Context-scaled crops for the Siamese/regression trackers, and exact frame ↔ crop coordinate maps.
 
 Coordinates are continuous (see ``data.boxes``): pixel (i, j) covers [i, i+1) × [j, j+1). A ``CropWindow`` is the square
 of ``side`` frame pixels centred at (cx, cy), resampled to ``out_size × out_size``; frame point x maps to crop point
 u = (x - x0) * scale with x0 = cx - side/2 and scale = out_size/side, so the window centre lands at out_size/2 and
-box sizes are multiplied by ``scale``. ``crop_image`` samples the image with exactly that map (bilinear).
+box sizes are multiplied by ``scale``. A ``RectWindow`` is the same with a ``width × height`` rectangle (GOTURN's
+crop of twice the box), so x and y have their own scales (``scale_x``, ``scale_y``; a square window has both equal to
+``scale``). ``crop_image`` samples the image with exactly that map (bilinear).
 
 Where we differ from the reference implementations (video_analyst ``crop_track_pair``/``get_crop``, SiamMask
 ``get_subwindow_tracking``): they use pixel-inclusive boxes and put the crop centre at (out_size - 1)/2 and accept a
@@ -57,6 +59,8 @@ class CropWindow:
         """Crop pixels per frame pixel."""
         return self.out_size / self.side
 
+    scale_x = scale_y = scale
+
     @property
     def x0(self) -> float:
         """Frame x of the crop's left edge."""
@@ -68,23 +72,64 @@ class CropWindow:
         return self.cy - self.side / 2
 
 
-def _to_crop(boxes: Boxes, x0: ArrayLike, y0: ArrayLike, scale: ArrayLike) -> Boxes:
+@dataclass(frozen=True)
+class RectWindow:
+    """The rectangle [cx - width/2, cx + width/2] × [cy - height/2, cy + height/2] of the frame, resampled to out_size²
+    (so the two axes have their own scales)."""
+
+    cx: float
+    cy: float
+    width: float
+    height: float
+    out_size: int
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite([self.cx, self.cy, self.width, self.height]).all() and self.width > 0 and self.height > 0):
+            raise ValueError(f"crop window needs a finite centre and a finite width, height > 0, got {self}")
+        if int(self.out_size) != self.out_size or self.out_size < 1:
+            raise ValueError(f"out_size must be a positive integer, got {self.out_size}")
+
+    @property
+    def scale_x(self) -> float:
+        """Crop pixels per frame pixel along x."""
+        return self.out_size / self.width
+
+    @property
+    def scale_y(self) -> float:
+        """Crop pixels per frame pixel along y."""
+        return self.out_size / self.height
+
+    @property
+    def x0(self) -> float:
+        return self.cx - self.width / 2
+
+    @property
+    def y0(self) -> float:
+        return self.cy - self.height / 2
+
+
+Window = Union[CropWindow, RectWindow]
+
+
+def _to_crop(boxes: Boxes, x0: ArrayLike, y0: ArrayLike, scale_x: ArrayLike, scale_y: ArrayLike) -> Boxes:
     """xywh frame boxes → crop boxes for (broadcastable) window origins and scales; shared so results agree bitwise."""
-    x0, y0, scale = (np.asarray(v, dtype=np.float64) for v in (x0, y0, scale))
-    return np.stack([(boxes[..., 0] - x0) * scale, (boxes[..., 1] - y0) * scale,
-                     boxes[..., 2] * scale, boxes[..., 3] * scale], axis=-1)
+    x0, y0, scale_x, scale_y = (np.asarray(v, dtype=np.float64) for v in (x0, y0, scale_x, scale_y))
+    return np.stack([(boxes[..., 0] - x0) * scale_x, (boxes[..., 1] - y0) * scale_y,
+                     boxes[..., 2] * scale_x, boxes[..., 3] * scale_y], axis=-1)
 
 
-def frame_to_crop(boxes_xywh: ArrayLike, window: CropWindow) -> Boxes:
-    """Frame xywh boxes (..., 4) → the same boxes in crop pixels: x' = (x - x0) * scale, w' = w * scale."""
-    return _to_crop(as_boxes(boxes_xywh), window.x0, window.y0, window.scale)
+def frame_to_crop(boxes_xywh: ArrayLike, window: Window) -> Boxes:
+    """Frame xywh boxes (..., 4) → the same boxes in crop pixels: x' = (x - x0) * scale_x, w' = w * scale_x (y, h
+    with scale_y)."""
+    return _to_crop(as_boxes(boxes_xywh), window.x0, window.y0, window.scale_x, window.scale_y)
 
 
-def crop_to_frame(boxes_xywh: ArrayLike, window: CropWindow) -> Boxes:
-    """Crop xywh boxes (..., 4) → frame pixels, the inverse of ``frame_to_crop``: x = x'/scale + x0, w = w'/scale."""
+def crop_to_frame(boxes_xywh: ArrayLike, window: Window) -> Boxes:
+    """Crop xywh boxes (..., 4) → frame pixels, the inverse of ``frame_to_crop``: x = x'/scale_x + x0, w = w'/scale_x
+    (y, h with scale_y)."""
     b = as_boxes(boxes_xywh)
-    return np.stack([b[..., 0] / window.scale + window.x0, b[..., 1] / window.scale + window.y0,
-                     b[..., 2] / window.scale, b[..., 3] / window.scale], axis=-1)
+    return np.stack([b[..., 0] / window.scale_x + window.x0, b[..., 1] / window.scale_y + window.y0,
+                     b[..., 2] / window.scale_x, b[..., 3] / window.scale_y], axis=-1)
 
 
 def channel_mean(image: NDArray) -> tuple[float, float, float]:
@@ -111,10 +156,10 @@ def _border_value(image: NDArray, border: Border) -> tuple[float, float, float]:
     return colour
 
 
-def crop_image(image: NDArray, window: CropWindow, border: Border = "mean") -> NDArray:
+def crop_image(image: NDArray, window: Window, border: Border = "mean") -> NDArray:
     """Bilinear out_size × out_size × 3 crop of an H×W×3 image (uint8 or float32; the output has the input dtype).
 
-    Output pixel j has continuous centre j + 0.5, which comes from frame x = x0 + (j + 0.5)/scale. OpenCV puts pixel
+    Output pixel j has continuous centre j + 0.5, which comes from frame x = x0 + (j + 0.5)/scale_x (y likewise). OpenCV puts pixel
     centres at integer coordinates, so that is source coordinate x - 0.5; ``cv2.warpAffine`` gets this
     destination → source map with WARP_INVERSE_MAP (no matrix inversion, so it is exact). Samples outside the image
     blend with the border colour: "mean" = this image's per-channel mean, "zero" = 0 (GOTURN), or an explicit colour
@@ -123,9 +168,9 @@ def crop_image(image: NDArray, window: CropWindow, border: Border = "mean") -> N
     image = np.ascontiguousarray(image)
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"image must be H×W×3, got shape {image.shape}")
-    inv = 1.0 / window.scale
-    dst_to_src = np.array([[inv, 0.0, window.x0 + 0.5 * inv - 0.5],
-                           [0.0, inv, window.y0 + 0.5 * inv - 0.5]])
+    inv_x, inv_y = 1.0 / window.scale_x, 1.0 / window.scale_y
+    dst_to_src = np.array([[inv_x, 0.0, window.x0 + 0.5 * inv_x - 0.5],
+                           [0.0, inv_y, window.y0 + 0.5 * inv_y - 0.5]])
     size = int(window.out_size)
     return cv2.warpAffine(image, dst_to_src, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=_border_value(image, border))
@@ -172,7 +217,7 @@ def sample_search_window(rng: np.random.Generator, box_xywh: ArrayLike, *, conte
     sides = base_side * rng.uniform(1.0 / (1.0 + max_scale), 1.0 + max_scale, size=tries)
     shifts = rng.uniform(-max_shift, max_shift, size=(tries, 2)) * (sides / 2)[:, None]
     centres_x, centres_y = cx - shifts[:, 0], cy - shifts[:, 1]
-    in_crop = _to_crop(box, centres_x - sides / 2, centres_y - sides / 2, search_size / sides)
+    in_crop = _to_crop(box, centres_x - sides / 2, centres_y - sides / 2, search_size / sides, search_size / sides)
     inside = (in_crop[:, :2] >= 0).all(axis=1) & (in_crop[:, :2] + in_crop[:, 2:] <= search_size).all(axis=1)
     if not inside.any():
         window = CropWindow(cx, cy, base_side, search_size)

@@ -4,7 +4,7 @@ loading torch)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, Optional, Union
 
 from pydantic import AliasChoices, Field, model_validator
 
@@ -13,6 +13,7 @@ from engine.sections import Fraction, NonNegInt, PositiveInt, Section
 # A random crop smaller than this share of the resized image trains on parts of the person while evaluation sees the
 # whole person; resize-then-crop recipes (torchreid's Random2DTranslation: 1/1.125 = 89 %) stay above it.
 MIN_CROP_FRACTION = 0.8
+PositiveFloat = Annotated[float, Field(gt=0.0)]
 
 
 class BatchSamplingParams(Section):
@@ -73,3 +74,14 @@ class SyntheticDataParams(Section):
     seed: NonNegInt = Field(0, description="Generator seed; the same seed gives byte-identical files.")
     options: dict[str, Union[int, float, str, bool]] = Field(
         default_factory=dict, description="Overrides of the generator spec (see `python -m data.synthetic --help`).")
+
+
+class PairDataset(Section):
+    """A further training set of a tracking task (`data.tracking_sets`)."""
+
+    path: str = Field(description="Sequences (GOT-10k root, LaSOT/OTB-style root or a pack) or a COCO-style detection "
+                      "set (type coco).")
+    type: Literal["sequences", "coco"] = Field("sequences", description="sequences: video pairs; coco: still images "
+                                               "as same-frame pairs.")
+    subset: Optional[str] = Field(None, description="GOT-10k subset / LaSOT list / COCO split.")
+    ratio: PositiveFloat = Field(1.0, description="Relative share of the pairs drawn from this set.")

@@ -1,4 +1,4 @@
-"""Training batches of template/search crop pairs for the Siamese trackers (SiamFC++, SiamMask).
+"""Training batches of template/search crop pairs for the trackers (SiamFC++, SiamMask, GOTURN).
 
 Sequences (video sets from :func:`data.sequences.open_sequences`, still-image sets from
 :mod:`data.still_images`) → :class:`~data.pair_sampler.PairSampler` pairs → crops (:mod:`data.crops`) → batches:
@@ -22,7 +22,10 @@ Sequences (video sets from :func:`data.sequences.open_sequences`, still-image se
   batch is its slice of the single-process batch of the same global size, and ``epoch(e, start_step)`` is exactly the
   tail of ``epoch(e)`` without drawing, reading or cropping the skipped steps (workers draw each step's pairs).
 
-A batch is a dict of tensors: ``template`` B×3×Z×Z and ``search`` B×3×X×X (float32 RGB, 0..255, CHW, unnormalised),
+The crops are pluggable (`PairCrops`): the default, `CropConfig`, makes the Siamese crops above; GOTURN brings its
+own (`trackers.goturn.samples`). The sampling, frame reading, seeding and error handling are the same for all.
+
+The Siamese batch is a dict of tensors: ``template`` B×3×Z×Z and ``search`` B×3×X×X (float32 RGB, 0..255, CHW, unnormalised),
 ``template_box`` and ``search_box`` B×4 (float32 x, y, w, h in crop pixels, continuous coordinates as in
 :mod:`data.boxes`), ``negative`` (B, bool).
 """
@@ -30,7 +33,7 @@ A batch is a dict of tensors: ``template`` B×3×Z×Z and ``search`` B×3×X×X 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -67,6 +70,45 @@ class CropConfig:
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, found {getattr(self, name)}")
 
+    def batch(self, pairs: Sequence["LoadedPair"], rngs: Sequence[np.random.Generator]) -> dict:
+        """The batch dict of the module docstring: one template and one search crop per pair."""
+        templates, template_boxes, searches, search_boxes = zip(*(self._crop(pair, rng)
+                                                                  for pair, rng in zip(pairs, rngs)))
+        return {"template": stack_images(templates), "search": stack_images(searches),
+                "template_box": torch.as_tensor(np.stack(template_boxes), dtype=torch.float32),
+                "search_box": torch.as_tensor(np.stack(search_boxes), dtype=torch.float32),
+                "negative": torch.as_tensor([pair.negative for pair in pairs], dtype=torch.bool)}
+
+    def _crop(self, pair: "LoadedPair", rng: np.random.Generator) -> tuple:
+        """(template crop, template box, search crop, search box) of one pair; see the module docstring."""
+        template_mean = channel_mean(pair.template)
+        search_mean = template_mean if pair.search is pair.template else channel_mean(pair.search)
+        z_window = template_window(pair.template_box, self.context, self.template_size)
+        x_window, x_box = sample_search_window(rng, pair.search_box, context=self.context,
+                                               template_size=self.template_size, search_size=self.search_size,
+                                               max_scale=self.max_scale, max_shift=self.max_shift)
+        return (crop_image(pair.template, z_window, template_mean), frame_to_crop(pair.template_box, z_window),
+                crop_image(pair.search, x_window, search_mean), x_box)
+
+
+@dataclass(frozen=True)
+class LoadedPair:
+    """A sampled pair with its frames read: H×W×3 uint8 RGB frames and their xywh boxes. A same-frame pair (a still
+    image) has ``search is template``."""
+
+    template: np.ndarray
+    template_box: np.ndarray
+    search: np.ndarray
+    search_box: np.ndarray
+    negative: bool
+
+
+class PairCrops(Protocol):
+    """What turns a step's loaded pairs into its batch dict (`CropConfig` for the Siamese trackers; another tracker
+    brings its own). ``rngs[i]`` is pair i's generator (see the module docstring), its only source of randomness."""
+
+    def batch(self, pairs: Sequence[LoadedPair], rngs: Sequence[np.random.Generator]) -> dict: ...
+
 
 def sequence_sources(sets: Sequence[SequenceSet], ratios: Optional[Sequence[float]] = None
                      ) -> tuple[list[SequenceSource], list[float]]:
@@ -96,9 +138,9 @@ def _usable_frames(sequence: TrackSequence, sequence_set: SequenceSet) -> np.nda
 
 class _PairDataset(Dataset):
     """Items are (epoch, step); each gives that step's batch dict (or an error marker). Picklable: the sequences, their
-    readers (LMDB opens lazily per process), the sampler and the crop config."""
+    readers (LMDB opens lazily per process), the sampler and the crop maker."""
 
-    def __init__(self, sets: Sequence[SequenceSet], sampler: PairSampler, crops: CropConfig, seed: int) -> None:
+    def __init__(self, sets: Sequence[SequenceSet], sampler: PairSampler, crops: PairCrops, seed: int) -> None:
         self.sequences = [(sequence_set.reader, sequence) for sequence_set in sets
                           for sequence in sequence_set.sequences]
         self.sampler = sampler
@@ -111,38 +153,26 @@ class _PairDataset(Dataset):
     def __getitem__(self, item: tuple[int, int]) -> dict:
         epoch, step = item
         first = self.sampler.rank * self.sampler.batch_size
+        pairs = self.sampler.batch(epoch, step)
+        rngs = [np.random.default_rng(sample_seed(self.seed, epoch, step, first + position))
+                for position in range(len(pairs))]
         try:
-            samples = [self._sample(pair, np.random.default_rng(sample_seed(self.seed, epoch, step, first + position)))
-                       for position, pair in enumerate(self.sampler.batch(epoch, step))]
+            return self.crops.batch([self._load(pair) for pair in pairs], rngs)
         except DataError as err:
             return {_ERROR: str(err)}
-        templates, template_boxes, searches, search_boxes, negatives = zip(*samples)
-        return {"template": _images(templates), "search": _images(searches),
-                "template_box": torch.as_tensor(np.stack(template_boxes), dtype=torch.float32),
-                "search_box": torch.as_tensor(np.stack(search_boxes), dtype=torch.float32),
-                "negative": torch.as_tensor(negatives, dtype=torch.bool)}
 
     def _frame(self, where: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """(H×W×3 uint8 RGB frame, its xywh box) of (sequence index, frame index)."""
         reader, sequence = self.sequences[where[0]]
         return np.asarray(load_image(reader, sequence.frames[where[1]])), sequence.boxes[where[1]]
 
-    def _sample(self, pair: Pair, rng: np.random.Generator) -> tuple:
-        """(template crop, template box, search crop, search box, negative) of one pair; see the module docstring."""
-        c = self.crops
+    def _load(self, pair: Pair) -> LoadedPair:
         template, template_box = self._frame(pair.template)
         search, search_box = (template, template_box) if pair.search == pair.template else self._frame(pair.search)
-        template_mean = channel_mean(template)
-        search_mean = template_mean if search is template else channel_mean(search)
-        z_window = template_window(template_box, c.context, c.template_size)
-        x_window, x_box = sample_search_window(rng, search_box, context=c.context, template_size=c.template_size,
-                                               search_size=c.search_size, max_scale=c.max_scale,
-                                               max_shift=c.max_shift)
-        return (crop_image(template, z_window, template_mean), frame_to_crop(template_box, z_window),
-                crop_image(search, x_window, search_mean), x_box, pair.negative)
+        return LoadedPair(template, template_box, search, search_box, pair.negative)
 
 
-def _images(crops: Sequence[np.ndarray]) -> torch.Tensor:
+def stack_images(crops: Sequence[np.ndarray]) -> torch.Tensor:
     """B H×W×3 uint8 crops → B×3×H×W float32, C-contiguous: each crop is cast and transposed in one copy into its
     slot (faster than stacking, then transposing the float batch)."""
     height, width, _ = crops[0].shape
@@ -157,12 +187,13 @@ class PairLoader(StepLoader):
     ``epoch(e, start_step=0)``, as the engine expects of a task's loader.
 
     `sets`: the training sets, mixed ∝ `ratios` (default: equally); one ``batch_size`` per rank, ``pairs_per_epoch``
-    over all ranks; `max_distance` and `negative_ratio` as in :class:`~data.pair_sampler.PairSampler`.
+    over all ranks; `max_distance` and `negative_ratio` as in :class:`~data.pair_sampler.PairSampler`; `crops` makes
+    each step's batch from its loaded pairs (default: the Siamese template/search crops).
     """
 
     def __init__(self, sets: Sequence[SequenceSet], *, pairs_per_epoch: int, batch_size: int,
                  ratios: Optional[Sequence[float]] = None, max_distance: int = 100, negative_ratio: float = 0.0,
-                 crops: CropConfig = CropConfig(), seed: int = 0, rank: int = 0, world_size: int = 1,
+                 crops: PairCrops = CropConfig(), seed: int = 0, rank: int = 0, world_size: int = 1,
                  num_workers: int = 0) -> None:
         if not sets:
             raise ValueError("PairLoader needs at least one sequence set")

@@ -11,6 +11,8 @@ and the ImageNet classifier) and the ImageNet-weight loader every backbone uses.
 * ``alexnet_bn``, ``googlenet``, ``shufflenet_v2_x0_5``, ``shufflenet_v2_x1_0``, ``tinyconv``: SiamFC++'s backbones
   (:mod:`networks.siamese_backbones`, imported on first use), one map of total stride 8 from a raw RGB 0..255 crop.
   Option: ``imagenet_pretrain`` (always false for ``alexnet_bn`` and ``tinyconv``, which are trained from scratch).
+* ``caffenet``: GOTURN's CaffeNet tower (:mod:`networks.caffenet`, imported on first use), 227 → 256×6×6 from a raw
+  RGB 0..255 crop. Options: ``width`` (channel multiplier), ``input_scale``; trained from scratch.
 
 The ResNet trunk's child names are torchvision's (``conv1``, ``bn1``, ``relu``, ``maxpool``, ``layer1`` … ``layer4``),
 so its state dict has exactly torchvision's keys minus ``fc.*``. :func:`load_imagenet_weights` loads torchvision's
@@ -211,9 +213,16 @@ def _siamese_backbone(name: str, **options) -> nn.Module:
     return getattr(siamese_backbones, name)(**options)
 
 
+def _caffenet(**options) -> nn.Module:
+    from networks.caffenet import caffenet  # on first use, as the Siamese backbones
+
+    return caffenet(**options)
+
+
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
     **{name: partial(resnet, name) for name in _RESNETS},
     **{name: partial(_siamese_backbone, name) for name in SIAMESE_NAMES},
+    "caffenet": _caffenet,
 }
 
 
@@ -221,7 +230,7 @@ def build_backbone(name: str, **options) -> nn.Module:
     """The backbone registered as `name`, built with its `options`; an unknown name lists the registered ones."""
     if name not in BACKBONES:
         raise UserError(f"unknown backbone {name!r}; expected one of {', '.join(sorted(_RESNETS))} (ResNet trunks) or "
-                        f"{', '.join(SIAMESE_NAMES)} (SiamFC++ backbones)")
+                        f"{', '.join(SIAMESE_NAMES)} (SiamFC++ backbones) or caffenet (GOTURN's tower)")
     return BACKBONES[name](**options)
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Literal, Optional, Union
 
 from pydantic import Field, model_validator
 
-from data.options import SyntheticDataParams
+from data.options import PairDataset, SyntheticDataParams
 from engine.params import EngineParams, EvaluationParams
 from engine.sections import Fraction, NonNegInt, PositiveInt, Section
 from evaluate.got10k_evaluate import Got10kOptions
@@ -30,15 +30,6 @@ class SiamFCppModelParams(Section):
                                      "tower convolution: whether it has BatchNorm (googlenet: [false, false]).")
     z_size: PositiveInt = Field(127, description="Template crop side.")
     x_size: PositiveInt = Field(303, description="Search crop side in training (googlenet: 289).")
-
-
-class PairDataset(Section):
-    path: str = Field(description="Sequences (GOT-10k root, LaSOT/OTB-style root or a pack) or a COCO-style detection "
-                      "set (type coco).")
-    type: Literal["sequences", "coco"] = Field("sequences", description="sequences: video pairs; coco: still images "
-                                               "as same-frame pairs.")
-    subset: Optional[str] = Field(None, description="GOT-10k subset / LaSOT list / COCO split.")
-    ratio: PositiveFloat = Field(1.0, description="Relative share of the pairs drawn from this set.")
 
 
 class PairSamplingParams(Section):

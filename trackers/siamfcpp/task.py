@@ -5,14 +5,11 @@ imported inside the functions that use it."""
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
-
+from data.tracking_sets import check_training_sets, open_training_sets
 from engine.errors import UserError
 from engine.tasks import ParamGroup, TaskParts
 from trackers.siamfcpp.params import SiamFCppParams
 
-log = logging.getLogger(__name__)
 PARAMS = SiamFCppParams
 DEFAULT_EVALUATOR = "got10k_evaluate"
 __all__ = ["PARAMS", "DEFAULT_EVALUATOR", "build", "check_inputs", "evaluator_input", "export_graphs",
@@ -21,16 +18,7 @@ __all__ = ["PARAMS", "DEFAULT_EVALUATOR", "build", "check_inputs", "evaluator_in
 
 def check_inputs(params: SiamFCppParams) -> None:
     """Before a run starts: the training data exists (or will be generated) and the extra sets exist."""
-    if params.synthetic_data is None and not Path(params.batches_dir).exists():
-        raise UserError(f"batches_dir: {params.batches_dir} does not exist (expected a GOT-10k root, a LaSOT/OTB-style "
-                        "root or a pack made by `python -m data.pack`)")
-    if params.synthetic_data is not None:
-        from data.synthetic import check_target
-
-        check_target(params.batches_dir, params.synthetic_data.type)
-    for i, extra in enumerate(params.pair_sampling.extra_datasets):
-        if not Path(extra.path).exists():
-            raise UserError(f"pair_sampling.extra_datasets[{i}].path: {extra.path} does not exist")
+    check_training_sets(params.batches_dir, params.synthetic_data, params.pair_sampling.extra_datasets)
 
 
 def build_model(params: SiamFCppParams):
@@ -41,27 +29,6 @@ def build_model(params: SiamFCppParams):
     options = {"imagenet_pretrain": m.imagenet_pretrain} if m.imagenet_pretrain is not False else {}
     return SiamFCpp(build_backbone(m.backbone, **options), head_width=m.head_width, head_conv_bn=m.head_conv_bn,
                     z_size=m.z_size, x_size=m.x_size)
-
-
-def training_sets(params: SiamFCppParams) -> tuple[list, list[float]]:
-    """The sequence sets to draw pairs from, with their ratios."""
-    from data.sequences import open_sequences
-    from data.still_images import open_coco_detection
-
-    if params.synthetic_data is not None:
-        from data.synthetic import ensure_from_params
-
-        ensure_from_params(params.batches_dir, params.synthetic_data)
-    sampling = params.pair_sampling
-    sets, ratios = [open_sequences(params.batches_dir, sampling.train_subset)], [1.0]
-    for extra in sampling.extra_datasets:
-        opened = (open_coco_detection(extra.path, split=extra.subset) if extra.type == "coco"
-                  else open_sequences(extra.path, extra.subset))
-        sets.append(opened)
-        ratios.append(extra.ratio)
-    for opened in sets:
-        log.info("training data: %s", opened.description)
-    return sets, ratios
 
 
 class DenseBoxCriterion:
@@ -129,8 +96,9 @@ def build(params: SiamFCppParams, rank: int = 0, world_size: int = 1) -> TaskPar
     from data.pair_loader import CropConfig, PairLoader
 
     model = build_model(params)
-    sets, ratios = training_sets(params)
     sampling, m = params.pair_sampling, params.model_params
+    sets, ratios = open_training_sets(params.batches_dir, params.synthetic_data, sampling.train_subset,
+                                      sampling.extra_datasets)
     loader = PairLoader(sets, pairs_per_epoch=sampling.pairs_per_epoch, batch_size=sampling.batch_size,
                         ratios=ratios, max_distance=sampling.max_distance, negative_ratio=sampling.negative_ratio,
                         crops=CropConfig(m.z_size, m.x_size, sampling.context, sampling.max_scale, sampling.max_shift),
