@@ -68,9 +68,11 @@ class DataAugmentationParams(Section):
 
 
 class SyntheticDataParams(Section):
-    type: Literal["market", "classes", "got10k"] = Field(
+    type: Literal["market", "classes", "got10k", "alov", "imagenet_det"] = Field(
         description="Which synthetic dataset to generate into `batches_dir` if it does not exist yet: market "
-        "(re-ID), classes (classification) or got10k (tracking: train/ and val/ subsets).")
+        "(re-ID), classes (classification), got10k (tracking: train/ and val/ subsets), alov (tracking: "
+        "ALOV300++ videos, images/ and gt/*.ann) or imagenet_det (still images: ImageNet DET, images/ and "
+        "gt/*.xml).")
     seed: NonNegInt = Field(0, description="Generator seed; the same seed gives byte-identical files.")
     options: dict[str, Union[int, float, str, bool]] = Field(
         default_factory=dict, description="Overrides of the generator spec (see `python -m data.synthetic --help`).")
@@ -79,9 +81,12 @@ class SyntheticDataParams(Section):
 class PairDataset(Section):
     """A further training set of a tracking task (`data.tracking_sets`)."""
 
-    path: str = Field(description="Sequences (GOT-10k root, LaSOT/OTB-style root or a pack) or a COCO-style detection "
-                      "set (type coco).")
-    type: Literal["sequences", "coco"] = Field("sequences", description="sequences: video pairs; coco: still images "
-                                               "as same-frame pairs.")
-    subset: Optional[str] = Field(None, description="GOT-10k subset / LaSOT list / COCO split.")
+    path: str = Field(description="Sequences (GOT-10k root, LaSOT/OTB-style root, ALOV300++ root or a pack), a "
+                      "COCO-style detection set (type coco) or an ImageNet DET root (type imagenet_det: images/ and "
+                      "gt/ with VOC XML).")
+    type: Literal["sequences", "coco", "imagenet_det"] = Field("sequences", description="sequences: video pairs; "
+                                                               "coco, imagenet_det: still images as same-frame "
+                                                               "pairs.")
+    subset: Optional[str] = Field(None, description="GOT-10k subset / LaSOT list / COCO split (unused by ALOV and "
+                                  "ImageNet DET).")
     ratio: PositiveFloat = Field(1.0, description="Relative share of the pairs drawn from this set.")

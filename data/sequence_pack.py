@@ -24,7 +24,7 @@ from data.readers import LmdbReader
 from data.records import DataError
 from data.sequences import Sequence, SequenceSet, open_sequences
 
-_LAYOUTS = ("got10k", "lasot")
+_LAYOUTS = ("got10k", "lasot", "alov")
 
 
 def pack_sequences(src: str | os.PathLike, dst: str | os.PathLike, subset: Optional[str] = None) -> dict:

@@ -10,13 +10,30 @@ Layouts read by :func:`open_sequences`:
   ``groundtruth.txt`` (or OTB's ``groundtruth_rect.txt``; comma, tab or space separated) and, in LaSOT,
   ``full_occlusion.txt`` and ``out_of_view.txt`` (one line of comma-separated 0/1 flags). A LaSOT ``subset`` of
   ``train`` / ``test`` selects the sequences named in ``<root>/training_set.txt`` / ``testing_set.txt``.
-* an LMDB pack of either, made by ``python -m data.pack`` (see :mod:`data.sequence_pack`).
+* **ALOV300++** as GOTURN's training seed lays it out: ``<root>/images/<category>/<video>/00000001.jpg…`` and one
+  ``<root>/gt/<category>/<video>.ann`` per video (see *ALOV300++ annotations* below). ALOV has no official split: a
+  ``subset`` is accepted and ignored, every video is read (GOTURN's reference holds out the last videos of each
+  category itself).
+* an LMDB pack of any of these, made by ``python -m data.pack`` (see :mod:`data.sequence_pack`).
 
 Which frames count as "target visible" (the frames a pair sampler may draw and, for GOT-10k, the frames scored):
 
 * GOT-10k: ``cover > 0`` and not ``absent`` (pytracking's rule). The official toolkit scores frames with ``cover > 0``
   and ignores ``absence.label``; in the shipped data the two agree (an absent target has cover 0).
 * LaSOT: neither fully occluded nor out of view. OTB: every frame whose box has a positive width and height.
+* ALOV: exactly the annotated frames whose box has a positive width and height; the other frames (ALOV annotates
+  about every fifth frame) have NaN boxes.
+
+**ALOV300++ annotations.** Each ``.ann`` line is ``frame ax ay bx by cx cy dx dy``: a 1-based frame number (the
+frame's position among the video's image files in name order) and the four corners of a possibly rotated rectangle,
+space separated. The box is the axis-aligned bounding box of the corners. The files do not state their pixel
+convention; like the frame numbers, we take the corners as 1-based, i.e. MATLAB's spatial coordinates, in which pixel
+``(1, 1)`` covers ``[0.5, 1.5] × [0.5, 1.5]`` (in ours it covers ``[0, 1] × [0, 1]``). Hence
+``x = min(ax, bx, cx, dx) - 0.5``, ``y = min(ay, by, cy, dy) - 0.5``, ``w = max(x's) - min(x's)``,
+``h = max(y's) - min(y's)``: a box drawn along the whole image, 0.5 to W + 0.5, becomes 0 to W. GOTURN's reference
+subtracts 1 instead (moving the corners to 0-based pixel indices, whose centres are integers); read in our convention
+that is the same box half a pixel up and to the left. Sizes agree exactly. ``open_alov(…, corner_origin=1.0)``
+reproduces the reference's positions.
 
 Boxes are ``x, y, w, h`` in continuous pixel coordinates (right edge ``x + w``; see :mod:`data.boxes`). Every problem
 is a :class:`~data.records.DataError` naming the file, what was expected and what was found.
@@ -25,6 +42,7 @@ is a :class:`~data.records.DataError` naming the file, what was expected and wha
 from __future__ import annotations
 
 import io
+import math
 import os
 import re
 import warnings
@@ -59,7 +77,8 @@ class Sequence:
     resolution: Optional[tuple[int, int]] = None
     """(width, height) from GOT-10k's meta_info.ini; None when not recorded."""
     meta: dict = field(default_factory=dict)
-    """GOT-10k meta_info.ini entries (object_class, motion_class, …); LaSOT: {'class': …}."""
+    """GOT-10k meta_info.ini entries (object_class, motion_class, …); LaSOT: {'class': …}; ALOV: {'class': the
+    category folder, e.g. '01-Light'}."""
     where: str = ""
     """The sequence's folder (or pack entry), for messages."""
 
@@ -76,7 +95,7 @@ class SequenceSet:
     sequences: tuple[Sequence, ...]
     reader: ImageReader
     layout: str
-    """'got10k', 'lasot' (LaSOT/OTB style) or 'still' (still images, `data.still_images`)."""
+    """'got10k', 'lasot' (LaSOT/OTB style), 'alov' (ALOV300++) or 'still' (still images, `data.still_images`)."""
     description: str
 
     def __len__(self) -> int:
@@ -96,15 +115,18 @@ class SequenceSet:
 
 SEQUENCE_LAYOUTS = ("a GOT-10k root (<root>/<subset>/list.txt and one folder per sequence), a GOT-10k subset folder "
                     "(holding list.txt), a LaSOT/OTB-style root (<class>/<seq>/img/ or <seq>/img/ with "
-                    "groundtruth.txt), or an LMDB pack of one made by `python -m data.pack`")
+                    "groundtruth.txt), an ALOV300++ root (images/<category>/<video>/*.jpg and "
+                    "gt/<category>/<video>.ann), or an LMDB pack of one made by `python -m data.pack`")
 
 
 def sequence_layout(root: Path, subset: Optional[str] = None) -> Optional[str]:
-    """'got10k', 'lasot' or 'pack' if `root` holds sequences in that layout, else None (nothing is read)."""
+    """'got10k', 'lasot', 'alov' or 'pack' if `root` holds sequences in that layout, else None (nothing is read)."""
     if (root / "data.mdb").is_file():
         return "pack"
     if subset is not None and (root / subset / "list.txt").is_file() or (root / "list.txt").is_file():
         return "got10k"
+    if _is_alov_root(root):
+        return "alov"
     if _lasot_sequence_dirs(root, limit=1):
         return "lasot"
     return None
@@ -112,7 +134,8 @@ def sequence_layout(root: Path, subset: Optional[str] = None) -> Optional[str]:
 
 def open_sequences(path: str | os.PathLike, subset: Optional[str] = None) -> SequenceSet:
     """The sequences at `path` in any supported layout. `subset`: the GOT-10k subset folder (``train``, ``val``,
-    ``test``; needed when `path` is a GOT-10k root), or LaSOT's ``train`` / ``test`` list; ignored for OTB."""
+    ``test``; needed when `path` is a GOT-10k root), or LaSOT's ``train`` / ``test`` list; ignored for OTB and ALOV
+    (which have no official split)."""
     root = Path(path)
     if not root.exists():
         raise DataError(f"{root}: tracking data not found (no such file or directory)")
@@ -127,10 +150,15 @@ def open_sequences(path: str | os.PathLike, subset: Optional[str] = None) -> Seq
         return open_got10k(root, subset)
     if layout == "lasot":
         return open_lasot(root, subset)
+    if layout == "alov":
+        return open_alov(root, subset)
     hint = ""
     if subset is not None and not (root / subset).exists() and any(root.glob("*/list.txt")):
         found = sorted(p.parent.name for p in root.glob("*/list.txt"))
         hint = f"; there is no subset {subset!r} here (subsets with a list.txt: {', '.join(found)})"
+    elif (root / "images").is_dir() and any((root / "gt").glob("*/*.xml")):
+        hint = ("; images/ and gt/<synset>/*.xml look like an ImageNet DET still-image set, which "
+                "data.still_images.open_imagenet_det reads")
     raise DataError(f"{root}: not a tracking dataset{hint}. Expected {SEQUENCE_LAYOUTS}")
 
 
@@ -337,3 +365,114 @@ def _lasot_sequence(root: Path, directory: Path) -> Sequence:
             visible &= _read_ints(directory / name, len(frames)) == 0
     meta = {"class": directory.parent.name} if directory.parent != root else {}
     return Sequence(directory.name, frames, boxes, visible, None, None, meta, str(directory))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# ALOV300++
+
+ALOV_CORNER_ORIGIN = 0.5
+"""Subtracted from the .ann corner coordinates: MATLAB spatial coordinates → ours (see the module docstring)."""
+_ALOV_LINE = "'frame ax ay bx by cx cy dx dy' (a frame number and the x, y of 4 corners)"
+
+
+def _is_alov_root(root: Path) -> bool:
+    """images/ and gt/ folders, and a .ann file in some gt/<category>/ (stops at the first one found)."""
+    gt = root / "gt"
+    if not ((root / "images").is_dir() and gt.is_dir()):
+        return False
+    for category in _subfolders(gt):
+        with os.scandir(category) as entries:  # the first .ann or .xml decides (ImageNet DET's gt/ holds .xml files)
+            kind = next((e.name[-4:] for e in entries if e.name.endswith((".ann", ".xml")) and e.is_file()), None)
+        if kind is not None:
+            return kind == ".ann"
+    return False
+
+
+def _alov_videos(root: Path) -> list[tuple[str, str]]:
+    """(category, video) of every video, sorted; DataError for a video folder without its .ann or the reverse."""
+    images, gt = root / "images", root / "gt"
+    categories = sorted({p.name for p in _subfolders(images)} | {p.name for p in _subfolders(gt)})
+    videos: list[tuple[str, str]] = []
+    problems: list[str] = []
+    for category in categories:
+        folders = {p.name for p in _subfolders(images / category)} if (images / category).is_dir() else set()
+        annotations = set()
+        if (gt / category).is_dir():
+            with os.scandir(gt / category) as entries:
+                annotations = {e.name[:-4] for e in entries if e.name.endswith(".ann") and not e.name.startswith(".")}
+        for video in sorted(folders - annotations):
+            problems.append(f"{images / category / video}: video folder without its annotation file; expected "
+                            f"{gt / category / (video + '.ann')}")
+        for video in sorted(annotations - folders):
+            problems.append(f"{gt / category / (video + '.ann')}: annotation file without its video; expected the "
+                            f"frames in {images / category / video}/")
+        videos.extend((category, video) for video in sorted(folders & annotations))
+    if problems:
+        more = f" (and {len(problems) - 1} more such problems)" if len(problems) > 1 else ""
+        raise DataError(problems[0] + more)
+    if not videos:
+        raise DataError(f"{root}: no ALOV videos (images/<category>/<video>/ folders with gt/<category>/<video>.ann)")
+    return videos
+
+
+def open_alov(root: str | os.PathLike, subset: Optional[str] = None, *,
+              corner_origin: float = ALOV_CORNER_ORIGIN) -> SequenceSet:
+    """ALOV300++ at `root` (``images/<category>/<video>/`` and ``gt/<category>/<video>.ann``): one sequence per video,
+    named after its folder, with every image file as a frame, NaN boxes and ``visible`` False on the frames the .ann
+    does not annotate, and meta ``{'class': category}``. `subset` is ignored (ALOV has no official split).
+    `corner_origin` is subtracted from the corner coordinates (0.5: MATLAB spatial coordinates, see the module
+    docstring; 1.0: GOTURN's reference)."""
+    del subset  # accepted for open_sequences' sake; there is no split to select
+    root = Path(root)
+    sequences = []
+    for category, video in _alov_videos(root):
+        directory = root / "images" / category / video
+        frames = _frame_keys(directory, f"images/{category}/{video}")
+        boxes, visible = read_alov_annotations(root / "gt" / category / f"{video}.ann", len(frames), directory,
+                                               corner_origin)
+        sequences.append(Sequence(video, frames, boxes, visible, None, None, {"class": category}, str(directory)))
+    annotated = sum(int(np.isfinite(s.boxes[:, 0]).sum()) for s in sequences)
+    categories = len({s.meta["class"] for s in sequences})
+    return SequenceSet(tuple(sequences), FolderReader(root), "alov",
+                       f"ALOV300++ set at {root}: {len(sequences)} videos in {categories} categories, "
+                       f"{sum(len(s) for s in sequences)} frames ({annotated} annotated)")
+
+
+def read_alov_annotations(path: Path, num_frames: int, video: Path | str = "the video",
+                          corner_origin: float = ALOV_CORNER_ORIGIN) -> tuple[np.ndarray, np.ndarray]:
+    """(boxes (num_frames, 4), visible (num_frames,)) from one .ann file: the annotated frames get the bounding box
+    of their corners (module docstring), the others NaN; visible marks the annotated frames with w, h > 0."""
+    boxes = np.full((num_frames, 4), np.nan)
+    annotated = np.zeros(num_frames, dtype=bool)
+    first_line: dict[int, int] = {}
+    for number, line in enumerate(_read_text(path).splitlines(), 1):
+        tokens = line.split()
+        if not tokens:
+            continue
+        if len(tokens) != 9:
+            raise DataError(f"{path}: line {number}: expected 9 numbers {_ALOV_LINE}, found {len(tokens)}: "
+                            f"{line.strip()[:80]!r}")
+        try:
+            values = [float(t) for t in tokens]
+        except ValueError:
+            raise DataError(f"{path}: line {number}: expected 9 numbers {_ALOV_LINE}, found "
+                            f"{line.strip()[:80]!r}") from None
+        frame = values[0]
+        if not (math.isfinite(frame) and frame == int(frame) and frame >= 1):
+            raise DataError(f"{path}: line {number}: expected a frame number 1, 2, …, found {tokens[0]!r}")
+        frame = int(frame)
+        if frame > num_frames:
+            raise DataError(f"{path}: line {number}: frame {frame}, but {video} has {num_frames} frames")
+        if frame in first_line:
+            raise DataError(f"{path}: line {number}: frame {frame} is annotated again (first on line "
+                            f"{first_line[frame]})")
+        first_line[frame] = number
+        if not all(math.isfinite(v) for v in values[1:]):
+            raise DataError(f"{path}: line {number}: expected finite corner coordinates, found {line.strip()[:80]!r}")
+        xs, ys = values[1::2], values[2::2]
+        boxes[frame - 1] = (min(xs) - corner_origin, min(ys) - corner_origin, max(xs) - min(xs), max(ys) - min(ys))
+        annotated[frame - 1] = True
+    if not first_line:
+        raise DataError(f"{path}: no annotations (empty file); expected lines {_ALOV_LINE}")
+    visible = annotated & np.isfinite(boxes).all(axis=1) & (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
+    return boxes, visible

@@ -1,6 +1,6 @@
 """Synthetic datasets generated on the fly (no downloads, no external assets).
 
-Three on-disk formats, each a faithful copy of the real dataset's layout:
+Five on-disk formats, each a faithful copy of the real dataset's layout:
 
 * :func:`generate_market` -- Market-1501 person re-identification
   (``bounding_box_train/``, ``bounding_box_test/``, ``query/``; files named
@@ -11,6 +11,12 @@ Three on-disk formats, each a faithful copy of the real dataset's layout:
   (``train/`` and ``val/`` with ``list.txt`` and per-sequence folders holding
   frames, ``groundtruth.txt``, ``absence.label``, ``cover.label``,
   ``cut_by_image.label`` and ``meta_info.ini``).
+* :func:`generate_alov` -- ALOV300++ videos as GOTURN trains on them
+  (``images/<category>/<video>/00000001.jpg…`` and ``gt/<category>/<video>.ann``
+  with the 4 corners of the box on every ``annotate_every``-th frame).
+* :func:`generate_imagenet_det` -- ImageNet DET still images as GOTURN trains on
+  them (``images/<synset>/<name>.JPEG`` and ``gt/<synset>/<name>.xml``, PASCAL
+  VOC-style XML with 1-3 objects per image).
 
 Output is a pure function of the spec: every image draws from its own
 ``numpy.random.Generator`` seeded by ``(seed, split, index)``, JPEGs are encoded
@@ -27,6 +33,8 @@ CLI::
     python -m data.synthetic market --out DIR [--seed S] [--num-train-ids N] [--style figures|street] ...
     python -m data.synthetic classes --out DIR ...
     python -m data.synthetic got10k --out DIR ...
+    python -m data.synthetic alov --out DIR ...
+    python -m data.synthetic imagenet_det --out DIR ...
 """
 
 from __future__ import annotations
@@ -48,6 +56,8 @@ from typing import Callable
 
 import numpy as np
 
+from PIL import Image, ImageDraw
+
 from data import _render, _render_street
 
 log = logging.getLogger(__name__)
@@ -60,6 +70,7 @@ MARKET_NAME_RE = r"^(-1|\d{4})_c(\d)s(\d)_(\d{6})_(\d{2})\.jpg$"
 _SPLIT_TRAIN, _SPLIT_QUERY, _SPLIT_GALLERY, _SPLIT_DISTRACTOR, _SPLIT_JUNK = 1, 2, 3, 4, 5
 _SPLIT_CLS_TRAIN, _SPLIT_CLS_VAL = 11, 12
 _SPLIT_TRK_TRAIN, _SPLIT_TRK_VAL = 21, 22
+_SPLIT_ALOV, _SPLIT_DET = 31, 41
 _KEY_IDENTITY, _KEY_CAMERA, _KEY_PLAN = 100, 200, 300
 # Market rendering styles: same layout and identities' file plan, other drawings (defaults are compared on both)
 MARKET_STYLES = {"figures": _render, "street": _render_street}
@@ -153,6 +164,67 @@ class Got10kSpec:
         _check(8 <= self.min_frames <= self.max_frames <= 99999999, "need 8 <= min_frames <= max_frames")
         _check(64 <= self.img_w <= 4096 and 64 <= self.img_h <= 4096, "img_w/img_h out of range")
         _check(self.seed >= 0, "seed must be >= 0")
+
+
+ALOV_CATEGORIES = ("01-Light", "02-SurfaceCover", "03-Specularity", "04-Transparency", "05-Shape",
+                   "06-MotionSmoothness", "07-MotionCoherence", "08-Clutter", "09-Confusion", "10-LowContrast",
+                   "11-Occlusion", "12-MovingCamera", "13-ZoomingCamera", "14-LongDuration")
+"""ALOV300++'s 14 category folders, in order; a spec with ``num_categories`` uses the first ones."""
+
+
+@dataclass(frozen=True)
+class AlovSpec:
+    """ALOV300++-style tracking videos: every frame rendered, the box written on frames 1, 1 + k, 1 + 2k, …
+    (k = ``annotate_every``; ALOV annotates every fifth frame)."""
+
+    num_categories: int = 3
+    videos_per_category: int = 3
+    min_frames: int = 30
+    max_frames: int = 50
+    annotate_every: int = 5
+    img_w: int = 320
+    img_h: int = 240
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(1 <= self.num_categories <= len(ALOV_CATEGORIES),
+               f"num_categories must be in 1..{len(ALOV_CATEGORIES)} (ALOV's categories)")
+        _check(1 <= self.videos_per_category <= 99999, "videos_per_category must be in 1..99999")
+        _check(8 <= self.min_frames <= self.max_frames <= 99999999, "need 8 <= min_frames <= max_frames")
+        _check(1 <= self.annotate_every <= self.min_frames, "need 1 <= annotate_every <= min_frames")
+        _check(64 <= self.img_w <= 4096 and 64 <= self.img_h <= 4096, "img_w/img_h out of range")
+        _check(self.seed >= 0, "seed must be >= 0")
+
+    @property
+    def categories(self) -> list[str]:
+        return list(ALOV_CATEGORIES[: self.num_categories])
+
+
+@dataclass(frozen=True)
+class ImagenetDetSpec:
+    """ImageNet DET-style still images: ``num_synsets`` class folders of ``images_per_synset`` images, each
+    ``min_objects``..``max_objects`` textured objects (each side 15-50 % of the image's, so none is over GOTURN's
+    0.66 limit) on a cluttered background. Image sizes vary: 75-100 % of ``img_w`` × ``img_h``."""
+
+    num_synsets: int = 4
+    images_per_synset: int = 20
+    min_objects: int = 1
+    max_objects: int = 3
+    img_w: int = 320
+    img_h: int = 240
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(1 <= self.num_synsets <= 9999, "num_synsets must be in 1..9999")
+        _check(1 <= self.images_per_synset <= 999999, "images_per_synset must be in 1..999999")
+        _check(1 <= self.min_objects <= self.max_objects <= 8, "need 1 <= min_objects <= max_objects <= 8")
+        _check(64 <= self.img_w <= 4096 and 64 <= self.img_h <= 4096, "img_w/img_h out of range")
+        _check(self.seed >= 0, "seed must be >= 0")
+
+    @property
+    def synsets(self) -> list[str]:
+        """WordNet-id-like folder names, n00000001…"""
+        return [f"n{k:08d}" for k in range(1, self.num_synsets + 1)]
 
 
 # --------------------------------------------------------------------------- #
@@ -516,10 +588,152 @@ def ensure_got10k(root, spec: Got10kSpec = Got10kSpec(), *, workers: int | None 
 
 
 # --------------------------------------------------------------------------- #
+# ALOV300++
+# --------------------------------------------------------------------------- #
+def alov_corner_line(frame: int, box) -> str:
+    """One .ann line for 1-based `frame` and an axis-aligned x, y, w, h box: its 4 corners (top-left, bottom-left,
+    bottom-right, top-right) in MATLAB spatial coordinates, our continuous coordinates + 0.5 (the inverse of
+    :func:`data.sequences.open_alov`'s conversion)."""
+    x, y, w, h = (float(v) for v in box)
+    x1, y1, x2, y2 = x + 0.5, y + 0.5, x + w + 0.5, y + h + 0.5
+    return f"{frame} {x1:.2f} {y1:.2f} {x1:.2f} {y2:.2f} {x2:.2f} {y2:.2f} {x2:.2f} {y1:.2f}"
+
+
+def _render_alov_job(args) -> int:
+    root, spec_d, (category, video, key, n) = args
+    rng = np.random.default_rng(list(key))
+    frames, boxes, *_ = _render.render_sequence(rng, n, spec_d["img_w"], spec_d["img_h"])
+    video_dir = os.path.join(root, "images", category, video)
+    os.makedirs(video_dir)
+    for i, frame in enumerate(frames, start=1):
+        _write_image(os.path.join(video_dir, f"{i:08d}.jpg"), _render.encode_jpeg(frame))
+    annotated = range(0, n, spec_d["annotate_every"])
+    with open(os.path.join(root, "gt", category, f"{video}.ann"), "w") as fh:
+        fh.writelines(alov_corner_line(f + 1, boxes[f]) + "\n" for f in annotated)
+    return len(annotated)
+
+
+def generate_alov(root, spec: AlovSpec = AlovSpec(), *, workers: int | None = None) -> dict:
+    """Generate an ALOV300++-format dataset (``images/`` and ``gt/``, see the module docstring) at ``root``.
+    ``counts``: categories, videos, frames, annotated_frames."""
+    if not isinstance(spec, AlovSpec):
+        raise TypeError("spec must be an AlovSpec")
+
+    def build(tmp: Path) -> dict:
+        rng = np.random.default_rng([spec.seed, _KEY_PLAN])
+        jobs = []
+        for category in spec.categories:
+            (tmp / "images" / category).mkdir(parents=True)
+            (tmp / "gt" / category).mkdir(parents=True)
+            for j in range(1, spec.videos_per_category + 1):
+                n = int(rng.integers(spec.min_frames, spec.max_frames + 1))
+                jobs.append((category, f"{category}_video{j:05d}", (spec.seed, _SPLIT_ALOV, len(jobs)), n))
+        annotated = _run_jobs(_render_alov_job, [(str(tmp), dataclasses.asdict(spec), j) for j in jobs], workers)
+        return {"categories": spec.num_categories, "videos": len(jobs), "frames": sum(j[3] for j in jobs),
+                "annotated_frames": sum(annotated)}
+
+    return _build(root, "alov", spec, build)
+
+
+def ensure_alov(root, spec: AlovSpec = AlovSpec(), *, workers: int | None = None) -> dict:
+    """Like :func:`ensure_market` for the ALOV300++ dataset."""
+    return _ensure(root, "alov", spec, lambda r, s: generate_alov(r, s, workers=workers))
+
+
+# --------------------------------------------------------------------------- #
+# ImageNet DET
+# --------------------------------------------------------------------------- #
+def _render_still(rng: np.random.Generator, W: int, H: int, n_objects: int) -> tuple[Image.Image, list[tuple]]:
+    """A cluttered background with `n_objects` textured objects pasted on it; their boxes x, y, w, h are whole
+    pixels, inside the image, and tight (each object's mask touches all four sides of its box)."""
+    cols = [np.array(_render._clothing_color(rng), np.float32) for _ in range(2)]
+    t = _render.smooth_noise(rng, H, W, 6)[..., None]
+    img = Image.fromarray((np.clip(cols[0] * (1 - t) + cols[1] * t, 0, 1) * 255).astype(np.uint8), "RGB")
+    draw = ImageDraw.Draw(img)
+    for _ in range(int(rng.integers(8, 16))):
+        x, y = rng.uniform(0, W), rng.uniform(0, H)
+        w, h = rng.uniform(0.03, 0.15) * W, rng.uniform(0.03, 0.15) * H
+        [draw.rectangle, draw.ellipse][int(rng.integers(2))]([x, y, x + w, y + h],
+                                                              fill=_render.rgb8(_render._clothing_color(rng)))
+    boxes: list[tuple] = []
+    for _ in range(n_objects):
+        for _attempt in range(20):  # prefer a place where no earlier object is mostly covered
+            tw, th = int(round(rng.uniform(0.15, 0.5) * W)), int(round(rng.uniform(0.15, 0.5) * H))
+            x0, y0 = int(rng.integers(0, W - tw + 1)), int(rng.integers(0, H - th + 1))
+            if all(_covered((x0, y0, tw, th), b) < 0.3 for b in boxes):
+                break
+        obj = _render._texture(rng, tw, th)
+        img.paste(obj, (x0, y0), obj)
+        boxes.append((x0, y0, tw, th))
+    a = np.asarray(img, np.float32) * float(np.exp(rng.normal(0, 0.04))) + rng.normal(0, 4, (H, W, 3))
+    return Image.fromarray(np.clip(a + 0.5, 0, 255).astype(np.uint8), "RGB"), boxes
+
+
+def _covered(new: tuple, old: tuple) -> float:
+    """Share of box `old` that box `new` covers."""
+    iw = min(new[0] + new[2], old[0] + old[2]) - max(new[0], old[0])
+    ih = min(new[1] + new[3], old[1] + old[3]) - max(new[1], old[1])
+    return max(iw, 0) * max(ih, 0) / (old[2] * old[3])
+
+
+def voc_xml(folder: str, filename: str, width: int, height: int, objects) -> str:
+    """An ILSVRC DET annotation file: `objects` are (name, (xmin, ymin, xmax, ymax)) in 0-based inclusive pixel
+    indices, written in ILSVRC's element order (xmin, xmax, ymin, ymax)."""
+    lines = ["<annotation>", f"\t<folder>{folder}</folder>", f"\t<filename>{filename}</filename>", "\t<source>",
+             "\t\t<database>ILSVRC_2014</database>", "\t</source>", "\t<size>", f"\t\t<width>{width}</width>",
+             f"\t\t<height>{height}</height>", "\t</size>"]
+    for name, (xmin, ymin, xmax, ymax) in objects:
+        lines += ["\t<object>", f"\t\t<name>{name}</name>", "\t\t<bndbox>", f"\t\t\t<xmin>{xmin}</xmin>",
+                  f"\t\t\t<xmax>{xmax}</xmax>", f"\t\t\t<ymin>{ymin}</ymin>", f"\t\t\t<ymax>{ymax}</ymax>",
+                  "\t\t</bndbox>", "\t</object>"]
+    return "\n".join(lines + ["</annotation>"]) + "\n"
+
+
+def _render_det_job(args) -> int:
+    root, (synset, stem, key, W, H, n_objects) = args
+    img, boxes = _render_still(np.random.default_rng(list(key)), W, H, n_objects)
+    _write_image(os.path.join(root, "images", synset, f"{stem}.JPEG"), _render.encode_jpeg(img))
+    # x, y, w, h in whole pixels → the first and last pixel index covered
+    objects = [(synset, (x, y, x + w - 1, y + h - 1)) for x, y, w, h in boxes]
+    with open(os.path.join(root, "gt", synset, f"{stem}.xml"), "w", encoding="utf-8") as fh:
+        fh.write(voc_xml(synset, stem, W, H, objects))
+    return len(objects)
+
+
+def generate_imagenet_det(root, spec: ImagenetDetSpec = ImagenetDetSpec(), *, workers: int | None = None) -> dict:
+    """Generate an ImageNet DET-format still-image set (``images/<synset>/<name>.JPEG`` and
+    ``gt/<synset>/<name>.xml``) at ``root``. ``counts``: synsets, images, objects."""
+    if not isinstance(spec, ImagenetDetSpec):
+        raise TypeError("spec must be an ImagenetDetSpec")
+
+    def build(tmp: Path) -> dict:
+        rng = np.random.default_rng([spec.seed, _KEY_PLAN])
+        jobs = []
+        for synset in spec.synsets:
+            (tmp / "images" / synset).mkdir(parents=True)
+            (tmp / "gt" / synset).mkdir(parents=True)
+            for i in range(1, spec.images_per_synset + 1):
+                W = int(rng.integers(round(0.75 * spec.img_w), spec.img_w + 1))
+                H = int(rng.integers(round(0.75 * spec.img_h), spec.img_h + 1))
+                n_objects = int(rng.integers(spec.min_objects, spec.max_objects + 1))
+                jobs.append((synset, f"{synset}_{i}", (spec.seed, _SPLIT_DET, len(jobs)), W, H, n_objects))
+        objects = _run_jobs(_render_det_job, [(str(tmp), j) for j in jobs], workers)
+        return {"synsets": spec.num_synsets, "images": len(jobs), "objects": sum(objects)}
+
+    return _build(root, "imagenet_det", spec, build)
+
+
+def ensure_imagenet_det(root, spec: ImagenetDetSpec = ImagenetDetSpec(), *, workers: int | None = None) -> dict:
+    """Like :func:`ensure_market` for the ImageNet DET still-image set."""
+    return _ensure(root, "imagenet_det", spec, lambda r, s: generate_imagenet_det(r, s, workers=workers))
+
+
+# --------------------------------------------------------------------------- #
 # From params (``synthetic_data``)
 # --------------------------------------------------------------------------- #
 GENERATORS = {"market": (ensure_market, MarketSpec), "classes": (ensure_classes, ClassesSpec),
-              "got10k": (ensure_got10k, Got10kSpec)}
+              "got10k": (ensure_got10k, Got10kSpec), "alov": (ensure_alov, AlovSpec),
+              "imagenet_det": (ensure_imagenet_det, ImagenetDetSpec)}
 
 
 def check_target(root, dataset_type: str, key: str = "batches_dir") -> None:
@@ -559,7 +773,7 @@ def _build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m data.synthetic",
                                  description="Generate synthetic datasets in real on-disk formats. An existing "
                                              "OUT with the same spec is reused; any other existing OUT is refused.")
-    sub = ap.add_subparsers(dest="kind", required=True, metavar="{market,classes,got10k}")
+    sub = ap.add_subparsers(dest="kind", required=True, metavar="{market,classes,got10k,alov,imagenet_det}")
 
     def common(p, default_spec):
         p.add_argument("--out", required=True, help="output dataset root (must not exist, or hold the same spec)")
@@ -598,6 +812,28 @@ def _build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-frames", type=int, default=d.max_frames, help="(%(default)s)")
     g.add_argument("--img-w", type=int, default=d.img_w, help="frame width (%(default)s)")
     g.add_argument("--img-h", type=int, default=d.img_h, help="frame height (%(default)s)")
+
+    v, d = sub.add_parser("alov", help="ALOV300++ tracking videos (GOTURN's training layout)"), AlovSpec()
+    common(v, d)
+    v.add_argument("--num-categories", type=int, default=d.num_categories,
+                   help=f"category folders, 1..{len(ALOV_CATEGORIES)} (%(default)s)")
+    v.add_argument("--videos-per-category", type=int, default=d.videos_per_category, help="(%(default)s)")
+    v.add_argument("--min-frames", type=int, default=d.min_frames, help="(%(default)s)")
+    v.add_argument("--max-frames", type=int, default=d.max_frames, help="(%(default)s)")
+    v.add_argument("--annotate-every", type=int, default=d.annotate_every,
+                   help="write the box on every k-th frame, from the first (%(default)s)")
+    v.add_argument("--img-w", type=int, default=d.img_w, help="frame width (%(default)s)")
+    v.add_argument("--img-h", type=int, default=d.img_h, help="frame height (%(default)s)")
+
+    i, d = sub.add_parser("imagenet_det", help="ImageNet DET still images (GOTURN's training layout)"), \
+        ImagenetDetSpec()
+    common(i, d)
+    i.add_argument("--num-synsets", type=int, default=d.num_synsets, help="class folders (%(default)s)")
+    i.add_argument("--images-per-synset", type=int, default=d.images_per_synset, help="(%(default)s)")
+    i.add_argument("--min-objects", type=int, default=d.min_objects, help="objects per image, at least (%(default)s)")
+    i.add_argument("--max-objects", type=int, default=d.max_objects, help="objects per image, at most (%(default)s)")
+    i.add_argument("--img-w", type=int, default=d.img_w, help="largest image width (%(default)s)")
+    i.add_argument("--img-h", type=int, default=d.img_h, help="largest image height (%(default)s)")
     return ap
 
 
@@ -616,11 +852,21 @@ def main(argv: list[str] | None = None) -> int:
             spec = ClassesSpec(num_classes=a.num_classes, train_per_class=a.train_per_class,
                                val_per_class=a.val_per_class, img_size=a.img_size, seed=a.seed)
             fn = ensure_classes
-        else:
+        elif a.kind == "got10k":
             spec = Got10kSpec(num_train_seqs=a.num_train_seqs, num_val_seqs=a.num_val_seqs,
                               min_frames=a.min_frames, max_frames=a.max_frames, img_w=a.img_w, img_h=a.img_h,
                               seed=a.seed)
             fn = ensure_got10k
+        elif a.kind == "alov":
+            spec = AlovSpec(num_categories=a.num_categories, videos_per_category=a.videos_per_category,
+                            min_frames=a.min_frames, max_frames=a.max_frames, annotate_every=a.annotate_every,
+                            img_w=a.img_w, img_h=a.img_h, seed=a.seed)
+            fn = ensure_alov
+        else:
+            spec = ImagenetDetSpec(num_synsets=a.num_synsets, images_per_synset=a.images_per_synset,
+                                   min_objects=a.min_objects, max_objects=a.max_objects, img_w=a.img_w,
+                                   img_h=a.img_h, seed=a.seed)
+            fn = ensure_imagenet_det
     except ValueError as exc:
         ap.error(str(exc))
     try:

@@ -35,16 +35,18 @@ def open_training_sets(batches_dir: str, synthetic_data: Optional[SyntheticDataP
     """(the sequence sets to draw pairs from, their ratios): `batches_dir`'s `train_subset` at ratio 1, then each
     further set at its own ratio."""
     from data.sequences import open_sequences
-    from data.still_images import open_coco_detection
+    from data.still_images import open_coco_detection, open_imagenet_det
 
+    openers = {"sequences": lambda extra: open_sequences(extra.path, extra.subset),
+               "coco": lambda extra: open_coco_detection(extra.path, split=extra.subset),
+               "imagenet_det": lambda extra: open_imagenet_det(extra.path)}
     if synthetic_data is not None:
         from data.synthetic import ensure_from_params
 
         ensure_from_params(batches_dir, synthetic_data)
     sets, ratios = [open_sequences(batches_dir, train_subset)], [1.0]
     for extra in extra_datasets:
-        opened = (open_coco_detection(extra.path, split=extra.subset) if extra.type == "coco"
-                  else open_sequences(extra.path, extra.subset))
+        opened = openers[extra.type](extra)
         sets.append(opened)
         ratios.append(extra.ratio)
     for opened in sets:
