@@ -145,11 +145,6 @@ def exported_tracker(model_path: str, device):
 def load_exported(model_path: str, eval_params, evaluation_overrides: dict, device):
     """Offline evaluation of the exported graphs (evaluator.py): (a tracker factory on ONNX Runtime, the run's params
     from the metadata with eval_params.json's evaluation keys, no class names)."""
-    from engine.params import parse_params
+    from trackers.exported import load_exported_tracker
 
-    make_tracker, stored = exported_tracker(model_path, device)
-    evaluation = {**stored["evaluation_params"], **evaluation_overrides}
-    if eval_params.data_dir:
-        evaluation["data_dir"] = eval_params.data_dir
-    params = parse_params({**stored, "evaluation_params": evaluation}, f"{model_path} (ONNX metadata)")
-    return make_tracker, params, None
+    return load_exported_tracker(exported_tracker(model_path, device), model_path, eval_params, evaluation_overrides)
