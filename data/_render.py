@@ -672,11 +672,30 @@ def _smooth_path(rng: np.random.Generator, n: int, lo: float, hi: float, wiggle:
     return np.clip(x, lo, hi)
 
 
-def render_sequence(rng: np.random.Generator, n: int, W: int, H: int):
+def _stamp(labels: np.ndarray, region: np.ndarray, x0: int, y0: int, value: int) -> None:
+    """Set ``labels`` to ``value`` where the bool ``region``, placed with its top-left pixel at (x0, y0), is True
+    (clipped to the frame, as ``Image.paste`` clips)."""
+    H, W = labels.shape
+    h, w = region.shape
+    xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + w, W), min(y0 + h, H)
+    if xa < xb and ya < yb:
+        labels[ya:yb, xa:xb][region[ya - y0:yb - y0, xa - x0:xb - x0]] = value
+
+
+def render_sequence(rng: np.random.Generator, n: int, W: int, H: int, *, masks: bool = False):
     """Render one tracking sequence.
 
     Returns ``(frames, boxes, absence, cover, cut, meta)``: PIL frames, an (n, 4)
     float array of x, y, w, h boxes (inside the image), and per-frame labels.
+
+    With ``masks=True`` a seventh element follows: an (n, H, W) uint8 array of
+    object ids per pixel, 1 the target, 2, 3, … the distractors in drawing
+    order, 0 the background and the occluding bar. An object owns the pixels
+    where it was pasted with alpha above 127 (the threshold ``cover`` uses) and
+    that nothing drawn later covers: the visible part, which is what DAVIS
+    annotates. The bar's pixels are those of the very rectangle drawn on the
+    frame. Computing them draws no random numbers, so the frames, boxes and
+    labels are the same with or without masks.
     """
     # a world larger than the frame; the camera pans across it
     WW, WH = 2 * W, 2 * H
@@ -713,13 +732,16 @@ def render_sequence(rng: np.random.Generator, n: int, W: int, H: int):
     occ_x = cxs[t_occ] + occ_v * (np.arange(n) - t_occ)
     occ_col = rgb8(_clothing_color(rng))
 
-    frames, boxes, absence, cover, cut = [], [], [], [], []
+    frames, boxes, absence, cover, cut, label_maps = [], [], [], [], [], []
     for f in range(n):
         frame = world.crop((int(pan_x[f]), int(pan_y[f]), int(pan_x[f]) + W, int(pan_y[f]) + H))
-        for tex, sizes, xs, ys in distractors:
+        labels = np.zeros((H, W), np.uint8) if masks else None
+        for k, (tex, sizes, xs, ys) in enumerate(distractors):
             s = max(4, int(sizes[f]))
             dobj = tex.resize((s, s), Image.BILINEAR)
             frame.paste(dobj, (int(xs[f] - s / 2), int(ys[f] - s / 2)), dobj)
+            if labels is not None:
+                _stamp(labels, np.asarray(dobj.getchannel("A")) > 127, int(xs[f] - s / 2), int(ys[f] - s / 2), k + 2)
         tw, th = max(4, int(round(tw0 * scale[f]))), max(4, int(round(th0 * scale[f])))
         x0, y0 = int(round(cxs[f] - tw / 2)), int(round(cys[f] - th / 2))
         obj = target_tex.resize((tw, th), Image.BILINEAR)
@@ -728,6 +750,12 @@ def render_sequence(rng: np.random.Generator, n: int, W: int, H: int):
         ImageDraw.Draw(frame).rectangle([ox0, 0, ox1, H], fill=occ_col)
         # visibility from the object's alpha mask
         alpha = np.asarray(obj.getchannel("A"), np.float32) > 127
+        if labels is not None:
+            _stamp(labels, alpha, x0, y0, 1)
+            bar = Image.new("L", (W, H), 0)
+            ImageDraw.Draw(bar).rectangle([ox0, 0, ox1, H], fill=255)
+            labels[np.asarray(bar) > 0] = 0
+            label_maps.append(labels)
         xs_ = np.arange(x0, x0 + tw)[None, :]
         ys_ = np.arange(y0, y0 + th)[:, None]
         inside = (xs_ >= 0) & (xs_ < W) & (ys_ >= 0) & (ys_ < H)
@@ -751,4 +779,5 @@ def render_sequence(rng: np.random.Generator, n: int, W: int, H: int):
         "root_class": "object",
         "motion_adverb": "slowly" if speed < 0.05 else "quickly",
     }
-    return frames, np.asarray(boxes, np.float64), absence, cover, cut, meta
+    result = frames, np.asarray(boxes, np.float64), absence, cover, cut, meta
+    return result + (np.stack(label_maps),) if masks else result

@@ -68,11 +68,12 @@ class DataAugmentationParams(Section):
 
 
 class SyntheticDataParams(Section):
-    type: Literal["market", "classes", "got10k", "alov", "imagenet_det"] = Field(
+    type: Literal["market", "classes", "got10k", "alov", "imagenet_det", "davis", "vot"] = Field(
         description="Which synthetic dataset to generate into `batches_dir` if it does not exist yet: market "
         "(re-ID), classes (classification), got10k (tracking: train/ and val/ subsets), alov (tracking: "
-        "ALOV300++ videos, images/ and gt/*.ann) or imagenet_det (still images: ImageNet DET, images/ and "
-        "gt/*.xml).")
+        "ALOV300++ videos, images/ and gt/*.ann), imagenet_det (still images: ImageNet DET, images/ and "
+        "gt/*.xml), davis (segmentation: DAVIS 2017 videos with palette PNG masks, ImageSets/2017/train.txt and "
+        "val.txt) or vot (tracking: VOT sequences with rotated-rectangle ground truth).")
     seed: NonNegInt = Field(0, description="Generator seed; the same seed gives byte-identical files.")
     options: dict[str, Union[int, float, str, bool]] = Field(
         default_factory=dict, description="Overrides of the generator spec (see `python -m data.synthetic --help`).")

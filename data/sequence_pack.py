@@ -6,6 +6,10 @@ meta) go into the pack's JSON manifest, so an opened pack is the same :class:`~d
 folders it came from, only with an :class:`~data.readers.LmdbReader`. The writing (temporary directory, rename, map
 size, refusal of an existing destination) is :mod:`data.pack`'s, shared with image-set packs.
 
+The DAVIS and YouTube-VOS annotation PNGs are stored the same way under their reader keys (each frame and PNG once,
+however many objects share it), with each sequence's ``masks`` keys and ``object_id`` in the manifest; VOT sequences
+keep their ``polygons`` there. Entries of the other layouts have none of these keys.
+
 Boxes are written as JSON floats, which Python writes with ``repr`` (the shortest text that reads back to the same
 double), so they read back bit-identical.
 """
@@ -24,7 +28,7 @@ from data.readers import LmdbReader
 from data.records import DataError
 from data.sequences import Sequence, SequenceSet, open_sequences
 
-_LAYOUTS = ("got10k", "lasot", "alov")
+_LAYOUTS = ("got10k", "lasot", "alov", "davis", "youtube_vos", "vot")
 
 
 def pack_sequences(src: str | os.PathLike, dst: str | os.PathLike, subset: Optional[str] = None) -> dict:
@@ -34,7 +38,11 @@ def pack_sequences(src: str | os.PathLike, dst: str | os.PathLike, subset: Optio
     dst = check_destination(dst)
     sequence_set = open_sequences(src, subset)
     reader = sequence_set.reader
-    keys = [key for sequence in sequence_set.sequences for key in sequence.frames]
+    # frames, then annotation PNGs, each once (the objects of one video share its frames and PNGs)
+    frames = list(dict.fromkeys(key for sequence in sequence_set.sequences for key in sequence.frames))
+    annotations = list(dict.fromkeys(key for sequence in sequence_set.sequences for key in sequence.masks or ()
+                                     if key is not None))
+    keys = frames + annotations
     sizes = measure(reader, keys)
     manifest = {
         "format": PACK_FORMAT,
@@ -44,7 +52,8 @@ def pack_sequences(src: str | os.PathLike, dst: str | os.PathLike, subset: Optio
         "subset": subset,
         "source": str(Path(src).resolve()),
         "description": sequence_set.description,
-        "counts": {"sequences": len(sequence_set), "frames": len(keys), "bytes": int(sum(sizes))},
+        "counts": {"sequences": len(sequence_set), "frames": len(frames), "bytes": int(sum(sizes)),
+                   **({"annotations": len(annotations)} if annotations else {})},
         "sequences": [_entry(sequence) for sequence in sequence_set.sequences],
     }
     map_size = write_pack(dst, ((key, reader.read(key)) for key in keys), sizes, manifest)
@@ -54,7 +63,7 @@ def pack_sequences(src: str | os.PathLike, dst: str | os.PathLike, subset: Optio
         "layout": sequence_set.layout,
         "subset": subset,
         "sequences": len(sequence_set),
-        "frames": len(keys),
+        "frames": len(frames),
         "bytes": int(sum(sizes)),
         "map_size": map_size,
         "description": sequence_set.description,
@@ -72,6 +81,9 @@ def _entry(sequence: Sequence) -> dict:
         "resolution": None if sequence.resolution is None else list(sequence.resolution),
         "meta": sequence.meta,
         "where": sequence.where,
+        # written only where a layout has them, so that packs of the other layouts keep their manifests
+        **({} if sequence.masks is None else {"masks": list(sequence.masks), "object_id": sequence.object_id}),
+        **({} if sequence.polygons is None else {"polygons": sequence.polygons.tolist()}),
     }
 
 
@@ -124,5 +136,14 @@ def _sequence(entry: dict, path: Path) -> Sequence:
         _require(flags is None or flags.shape == (len(frames),), f"sequence {name!r}: {label} is not one per frame")
     _require(resolution is None or len(resolution) == 2, f"sequence {name!r}: resolution is not (width, height)")
     _require(isinstance(meta, dict), f"sequence {name!r}: meta is not a mapping")
+    masks = entry.get("masks")
+    if masks is not None:
+        masks = tuple(None if key is None else str(key) for key in masks)
+        _require(len(masks) == len(frames), f"sequence {name!r}: masks are not one per frame")
+        _require(isinstance(entry.get("object_id"), int), f"sequence {name!r}: masks without an integer object_id")
+    polygons = None if entry.get("polygons") is None else np.asarray(entry["polygons"], dtype=np.float64)
+    _require(polygons is None or polygons.shape == (len(frames), 8),
+             f"sequence {name!r}: polygons are not rows of 8 numbers, one per frame")
     return Sequence(name, frames, boxes, visible, cover, resolution, meta,  # type: ignore[arg-type]
-                    f"{path}:{name} (packed from {entry['where']})")
+                    f"{path}:{name} (packed from {entry['where']})", masks=masks,
+                    object_id=entry.get("object_id") if masks is not None else None, polygons=polygons)

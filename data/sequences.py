@@ -14,6 +14,12 @@ Layouts read by :func:`open_sequences`:
   ``<root>/gt/<category>/<video>.ann`` per video (see *ALOV300++ annotations* below). ALOV has no official split: a
   ``subset`` is accepted and ignored, every video is read (GOTURN's reference holds out the last videos of each
   category itself).
+* **DAVIS 2016/2017** (``JPEGImages/480p/<seq>/``, palette PNGs in ``Annotations/480p/<seq>/``,
+  ``ImageSets/2017/<subset>.txt``), **YouTube-VOS** (``<subset>/meta.json``, ``<subset>/JPEGImages/<video>/``,
+  sparse ``<subset>/Annotations/<video>/*.png``) and **VOT** (``list.txt``, ``<seq>/color/*.jpg`` or ``<seq>/*.jpg``,
+  ``<seq>/groundtruth.txt`` with rectangles or rotated-rectangle polygons): see :mod:`data.mask_sequences`. The two
+  segmentation layouts give one sequence per (video, object) with ``Sequence.masks`` / ``object_id`` (read with
+  :meth:`SequenceSet.mask`) and boxes derived from the masks; VOT sequences carry ``Sequence.polygons``.
 * an LMDB pack of any of these, made by ``python -m data.pack`` (see :mod:`data.sequence_pack`).
 
 Which frames count as "target visible" (the frames a pair sampler may draw and, for GOT-10k, the frames scored):
@@ -23,6 +29,10 @@ Which frames count as "target visible" (the frames a pair sampler may draw and, 
 * LaSOT: neither fully occluded nor out of view. OTB: every frame whose box has a positive width and height.
 * ALOV: exactly the annotated frames whose box has a positive width and height; the other frames (ALOV annotates
   about every fifth frame) have NaN boxes.
+* DAVIS, YouTube-VOS: the frames whose annotation PNG holds at least one pixel of the object; frames without a PNG
+  (YouTube-VOS annotates every fifth frame, its valid subset only each object's first one) have NaN boxes.
+* VOT: every frame with a region whose bounding box has a positive width and height (``0`` lines, VOT's "no region",
+  and NaN rectangles have NaN boxes).
 
 **ALOV300++ annotations.** Each ``.ann`` line is ``frame ax ay bx by cx cy dx dy``: a 1-based frame number (the
 frame's position among the video's image files in name order) and the four corners of a possibly rotated rectangle,
@@ -78,9 +88,18 @@ class Sequence:
     """(width, height) from GOT-10k's meta_info.ini; None when not recorded."""
     meta: dict = field(default_factory=dict)
     """GOT-10k meta_info.ini entries (object_class, motion_class, …); LaSOT: {'class': …}; ALOV: {'class': the
-    category folder, e.g. '01-Light'}."""
+    category folder, e.g. '01-Light'}; DAVIS: {'video': …}; YouTube-VOS: {'video': …, 'category': …}; VOT: {}."""
     where: str = ""
     """The sequence's folder (or pack entry), for messages."""
+    masks: Optional[tuple[Optional[str], ...]] = None
+    """Segmentation layouts (DAVIS, YouTube-VOS): per frame the reader key of its annotation PNG (a palette image of
+    object ids, 0 = background), None for a frame without one; None in layouts without masks. Read with
+    :meth:`SequenceSet.mask`."""
+    object_id: Optional[int] = None
+    """The palette index of this sequence's object in the annotation PNGs; None in layouts without masks."""
+    polygons: Optional[np.ndarray] = None
+    """VOT: (N, 8) float64 x1, y1, …, x4, y4 per frame (the region as annotated, in our continuous coordinates; a
+    4-number rectangle becomes its corners; NaN where the frame has no region); None in other layouts."""
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -95,7 +114,8 @@ class SequenceSet:
     sequences: tuple[Sequence, ...]
     reader: ImageReader
     layout: str
-    """'got10k', 'lasot' (LaSOT/OTB style), 'alov' (ALOV300++) or 'still' (still images, `data.still_images`)."""
+    """'got10k', 'lasot' (LaSOT/OTB style), 'alov' (ALOV300++), 'davis', 'youtube_vos', 'vot' (see
+    :mod:`data.mask_sequences`) or 'still' (still images, `data.still_images`)."""
     description: str
 
     def __len__(self) -> int:
@@ -109,6 +129,28 @@ class SequenceSet:
         key = sequence.frames[index]
         return np.asarray(decode_image(self.reader.read(key), self.reader.describe(key)))
 
+    def mask(self, sequence: Sequence, index: int) -> np.ndarray:
+        """The object's mask on frame `index` of `sequence`: an H×W bool array, True where the frame's annotation PNG
+        holds ``sequence.object_id``. DataError naming the file when the sequence has no masks, the frame has no
+        annotation, or the PNG is not a palette (indexed) or single-channel image of the frame's size."""
+        from data.mask_sequences import decode_annotation, image_size
+
+        if sequence.masks is None or sequence.object_id is None:
+            raise DataError(f"{sequence.where or sequence.name}: the sequence has no segmentation masks ({self.layout} "
+                            f"layout); masks come with the DAVIS and YouTube-VOS layouts")
+        key = sequence.masks[index]
+        frame_key = sequence.frames[index]
+        if key is None:
+            raise DataError(f"{self.reader.describe(frame_key)}: frame {index} of {sequence.name} has no annotation "
+                            f"PNG; expected a frame whose mask is annotated (sequence.masks[{index}] is not None)")
+        where = self.reader.describe(key)
+        labels = decode_annotation(self.reader.read(key), where)
+        size = image_size(self.reader.read(frame_key), self.reader.describe(frame_key))
+        if (labels.shape[1], labels.shape[0]) != size:
+            raise DataError(f"{where}: annotation is {labels.shape[1]}×{labels.shape[0]} pixels; expected the size of "
+                            f"its frame {self.reader.describe(frame_key)}, {size[0]}×{size[1]}")
+        return labels == sequence.object_id
+
 
 # --------------------------------------------------------------------------------------------------------------------
 # Layout detection
@@ -116,15 +158,29 @@ class SequenceSet:
 SEQUENCE_LAYOUTS = ("a GOT-10k root (<root>/<subset>/list.txt and one folder per sequence), a GOT-10k subset folder "
                     "(holding list.txt), a LaSOT/OTB-style root (<class>/<seq>/img/ or <seq>/img/ with "
                     "groundtruth.txt), an ALOV300++ root (images/<category>/<video>/*.jpg and "
-                    "gt/<category>/<video>.ann), or an LMDB pack of one made by `python -m data.pack`")
+                    "gt/<category>/<video>.ann), a DAVIS root (JPEGImages/480p/<seq>/, Annotations/480p/<seq>/*.png, "
+                    "ImageSets/2017/<subset>.txt), a YouTube-VOS root or subset folder (<subset>/meta.json, "
+                    "<subset>/JPEGImages/<video>/, <subset>/Annotations/<video>/*.png), a VOT root (list.txt, "
+                    "<seq>/color/*.jpg or <seq>/*.jpg and <seq>/groundtruth.txt with 4 or 8 numbers a line), or an "
+                    "LMDB pack of one made by `python -m data.pack`")
 
 
 def sequence_layout(root: Path, subset: Optional[str] = None) -> Optional[str]:
-    """'got10k', 'lasot', 'alov' or 'pack' if `root` holds sequences in that layout, else None (nothing is read)."""
+    """'got10k', 'lasot', 'alov', 'davis', 'youtube_vos', 'vot' or 'pack' if `root` holds sequences in that layout,
+    else None (nothing is read but list.txt's first name and, for a root holding list.txt, one line of that
+    sequence's groundtruth.txt, which tells VOT from GOT-10k)."""
+    from data import mask_sequences
+
     if (root / "data.mdb").is_file():
         return "pack"
-    if subset is not None and (root / subset / "list.txt").is_file() or (root / "list.txt").is_file():
+    if subset is not None and (root / subset / "list.txt").is_file():
         return "got10k"
+    if (root / "list.txt").is_file():
+        return "vot" if mask_sequences.is_vot_root(root) else "got10k"
+    if mask_sequences.is_davis_root(root):
+        return "davis"
+    if mask_sequences.is_youtube_vos_root(root):
+        return "youtube_vos"
     if _is_alov_root(root):
         return "alov"
     if _lasot_sequence_dirs(root, limit=1):
@@ -134,8 +190,9 @@ def sequence_layout(root: Path, subset: Optional[str] = None) -> Optional[str]:
 
 def open_sequences(path: str | os.PathLike, subset: Optional[str] = None) -> SequenceSet:
     """The sequences at `path` in any supported layout. `subset`: the GOT-10k subset folder (``train``, ``val``,
-    ``test``; needed when `path` is a GOT-10k root), or LaSOT's ``train`` / ``test`` list; ignored for OTB and ALOV
-    (which have no official split)."""
+    ``test``; needed when `path` is a GOT-10k root), LaSOT's ``train`` / ``test`` list, DAVIS's ImageSets list
+    (``train``, ``val``; default ``val``) or the YouTube-VOS subset folder (``train``, ``valid``; default ``train``
+    unless `path` is the subset folder); ignored for OTB, ALOV and VOT (which have no official split)."""
     root = Path(path)
     if not root.exists():
         raise DataError(f"{root}: tracking data not found (no such file or directory)")
@@ -152,6 +209,14 @@ def open_sequences(path: str | os.PathLike, subset: Optional[str] = None) -> Seq
         return open_lasot(root, subset)
     if layout == "alov":
         return open_alov(root, subset)
+    if layout in ("davis", "youtube_vos", "vot"):
+        from data import mask_sequences
+
+        if layout == "davis":
+            return mask_sequences.open_davis(root, subset if subset is not None else "val")
+        if layout == "youtube_vos":
+            return mask_sequences.open_youtube_vos(root, subset)
+        return mask_sequences.open_vot(root)
     hint = ""
     if subset is not None and not (root / subset).exists() and any(root.glob("*/list.txt")):
         found = sorted(p.parent.name for p in root.glob("*/list.txt"))

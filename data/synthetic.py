@@ -1,6 +1,6 @@
 """Synthetic datasets generated on the fly (no downloads, no external assets).
 
-Five on-disk formats, each a faithful copy of the real dataset's layout:
+Seven on-disk formats, each a faithful copy of the real dataset's layout:
 
 * :func:`generate_market` -- Market-1501 person re-identification
   (``bounding_box_train/``, ``bounding_box_test/``, ``query/``; files named
@@ -17,6 +17,15 @@ Five on-disk formats, each a faithful copy of the real dataset's layout:
 * :func:`generate_imagenet_det` -- ImageNet DET still images as GOTURN trains on
   them (``images/<synset>/<name>.JPEG`` and ``gt/<synset>/<name>.xml``, PASCAL
   VOC-style XML with 1-3 objects per image).
+* :func:`generate_davis` -- DAVIS 2017 video object segmentation
+  (``JPEGImages/480p/<video>/00000.jpg…``, palette PNG annotations
+  ``Annotations/480p/<video>/00000.png…`` with object id 1 for the tracked
+  object, optionally 2 and 3 for look-alike distractors, and
+  ``ImageSets/2017/{train,val}.txt``).
+* :func:`generate_vot` -- a VOT set (``list.txt``, ``<seq>/color/00000001.jpg…``
+  or VOT2016-style frames next to ``groundtruth.txt``) whose ground truth is the
+  rotated rectangle of each frame's object mask, or ``0`` where the object is
+  hidden.
 
 Output is a pure function of the spec: every image draws from its own
 ``numpy.random.Generator`` seeded by ``(seed, split, index)``, JPEGs are encoded
@@ -35,12 +44,15 @@ CLI::
     python -m data.synthetic got10k --out DIR ...
     python -m data.synthetic alov --out DIR ...
     python -m data.synthetic imagenet_det --out DIR ...
+    python -m data.synthetic davis --out DIR ...
+    python -m data.synthetic vot --out DIR ...
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import json
 import logging
 import multiprocessing
@@ -71,6 +83,7 @@ _SPLIT_TRAIN, _SPLIT_QUERY, _SPLIT_GALLERY, _SPLIT_DISTRACTOR, _SPLIT_JUNK = 1, 
 _SPLIT_CLS_TRAIN, _SPLIT_CLS_VAL = 11, 12
 _SPLIT_TRK_TRAIN, _SPLIT_TRK_VAL = 21, 22
 _SPLIT_ALOV, _SPLIT_DET = 31, 41
+_SPLIT_DAVIS_TRAIN, _SPLIT_DAVIS_VAL, _SPLIT_VOT = 51, 52, 61
 _KEY_IDENTITY, _KEY_CAMERA, _KEY_PLAN = 100, 200, 300
 # Market rendering styles: same layout and identities' file plan, other drawings (defaults are compared on both)
 MARKET_STYLES = {"figures": _render, "street": _render_street}
@@ -225,6 +238,52 @@ class ImagenetDetSpec:
     def synsets(self) -> list[str]:
         """WordNet-id-like folder names, n00000001…"""
         return [f"n{k:08d}" for k in range(1, self.num_synsets + 1)]
+
+
+@dataclass(frozen=True)
+class DavisSpec:
+    """DAVIS 2017-style segmentation videos (train and val lists). Every frame is annotated; ``objects_per_video``
+    1 annotates the tracked object (id 1) only, 2 or 3 also the first one or two look-alike distractors (ids 2, 3;
+    every video has at least two). The frames' folder is named ``480p`` whatever ``img_w`` × ``img_h`` is, as the
+    readers expect it."""
+
+    num_train_videos: int = 6
+    num_val_videos: int = 3
+    min_frames: int = 20
+    max_frames: int = 40
+    objects_per_video: int = 1
+    img_w: int = 320
+    img_h: int = 240
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.num_train_videos >= 1 and self.num_val_videos >= 1, "need >= 1 video per subset")
+        _check(self.num_train_videos <= 9999 and self.num_val_videos <= 9999, "too many videos (at most 9999)")
+        _check(8 <= self.min_frames <= self.max_frames <= 99999, "need 8 <= min_frames <= max_frames <= 99999")
+        _check(1 <= self.objects_per_video <= 3, "objects_per_video must be in 1..3")
+        _check(64 <= self.img_w <= 4096 and 64 <= self.img_h <= 4096, "img_w/img_h out of range")
+        _check(self.seed >= 0, "seed must be >= 0")
+
+
+@dataclass(frozen=True)
+class VotSpec:
+    """VOT-style sequences whose ground truth is each frame's rotated rectangle (8 numbers), made from the object's
+    mask; ``color_folder`` True: VOT2020+ frames in ``<seq>/color/`` with a ``sequence`` file, False: VOT2016–2019
+    frames next to ``groundtruth.txt``."""
+
+    num_seqs: int = 6
+    min_frames: int = 30
+    max_frames: int = 50
+    img_w: int = 320
+    img_h: int = 240
+    color_folder: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(1 <= self.num_seqs <= 9999, "num_seqs must be in 1..9999")
+        _check(8 <= self.min_frames <= self.max_frames <= 99999999, "need 8 <= min_frames <= max_frames")
+        _check(64 <= self.img_w <= 4096 and 64 <= self.img_h <= 4096, "img_w/img_h out of range")
+        _check(self.seed >= 0, "seed must be >= 0")
 
 
 # --------------------------------------------------------------------------- #
@@ -729,11 +788,158 @@ def ensure_imagenet_det(root, spec: ImagenetDetSpec = ImagenetDetSpec(), *, work
 
 
 # --------------------------------------------------------------------------- #
+# DAVIS
+# --------------------------------------------------------------------------- #
+def davis_palette() -> list[int]:
+    """DAVIS's (PASCAL VOC's) 256-colour palette, flat R, G, B: id 1 is (128, 0, 0), 2 (0, 128, 0), 3 (128, 128, 0)…"""
+    palette = []
+    for index in range(256):
+        r = g = b = 0
+        c = index
+        for bit in range(8):
+            r |= (c & 1) << (7 - bit)
+            g |= ((c >> 1) & 1) << (7 - bit)
+            b |= ((c >> 2) & 1) << (7 - bit)
+            c >>= 3
+        palette += [r, g, b]
+    return palette
+
+
+_PALETTE = davis_palette()
+
+
+def encode_annotation(labels: np.ndarray) -> bytes:
+    """An H×W uint8 array of object ids as a palette PNG (DAVIS's palette), encoded deterministically."""
+    img = Image.fromarray(np.ascontiguousarray(labels, dtype=np.uint8), "P")
+    img.putpalette(_PALETTE)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+def _render_davis_job(args) -> tuple[int, int]:
+    root, spec_d, (video, key, n) = args
+    rng = np.random.default_rng(list(key))
+    frames, *_, labels = _render.render_sequence(rng, n, spec_d["img_w"], spec_d["img_h"], masks=True)
+    labels[labels > spec_d["objects_per_video"]] = 0
+    frame_dir = os.path.join(root, "JPEGImages", "480p", video)
+    ann_dir = os.path.join(root, "Annotations", "480p", video)
+    os.makedirs(frame_dir)
+    os.makedirs(ann_dir)
+    for i, (frame, lab) in enumerate(zip(frames, labels)):
+        _write_image(os.path.join(frame_dir, f"{i:05d}.jpg"), _render.encode_jpeg(frame))
+        _write_image(os.path.join(ann_dir, f"{i:05d}.png"), encode_annotation(lab))
+    present = [k for k in range(1, spec_d["objects_per_video"] + 1) if (labels == k).any()]
+    return int((labels == 1).any(axis=(1, 2)).sum()), len(present)
+
+
+def generate_davis(root, spec: DavisSpec = DavisSpec(), *, workers: int | None = None) -> dict:
+    """Generate a DAVIS 2017-format set (module docstring) at ``root``: videos ``train-0001…`` listed in
+    ``ImageSets/2017/train.txt`` and ``val-0001…`` in ``val.txt``. ``counts``: train_videos, val_videos, frames,
+    objects (the annotated objects that appear on some frame; a distractor may stay hidden, and the reader then
+    finds fewer), target_visible_frames (the frames where object 1 has at least one pixel)."""
+    if not isinstance(spec, DavisSpec):
+        raise TypeError("spec must be a DavisSpec")
+
+    def build(tmp: Path) -> dict:
+        rng = np.random.default_rng([spec.seed, _KEY_PLAN])
+        jobs = []
+        (tmp / "ImageSets" / "2017").mkdir(parents=True)
+        for subset, code, num in (("train", _SPLIT_DAVIS_TRAIN, spec.num_train_videos),
+                                  ("val", _SPLIT_DAVIS_VAL, spec.num_val_videos)):
+            names = [f"{subset}-{i:04d}" for i in range(1, num + 1)]
+            jobs += [(name, (spec.seed, code, i), int(rng.integers(spec.min_frames, spec.max_frames + 1)))
+                     for i, name in enumerate(names)]
+            (tmp / "ImageSets" / "2017" / f"{subset}.txt").write_text("\n".join(names) + "\n")
+        done = _run_jobs(_render_davis_job, [(str(tmp), dataclasses.asdict(spec), j) for j in jobs],
+                         workers if workers is not None else (1 if len(jobs) < 8 else None))
+        return {"train_videos": spec.num_train_videos, "val_videos": spec.num_val_videos,
+                "frames": sum(j[2] for j in jobs), "objects": sum(objects for _, objects in done),
+                "target_visible_frames": sum(visible for visible, _ in done)}
+
+    return _build(root, "davis", spec, build)
+
+
+def ensure_davis(root, spec: DavisSpec = DavisSpec(), *, workers: int | None = None) -> dict:
+    """Like :func:`ensure_market` for the DAVIS set."""
+    return _ensure(root, "davis", spec, lambda r, s: generate_davis(r, s, workers=workers))
+
+
+# --------------------------------------------------------------------------- #
+# VOT
+# --------------------------------------------------------------------------- #
+def vot_polygon(mask: np.ndarray) -> np.ndarray | None:
+    """The rotated rectangle of a bool mask as VOT writes it: ``cv2.boxPoints(cv2.minAreaRect(c))`` of the largest
+    outer contour ``c`` (by area, then length), 8 float64 x1, y1, …, x4, y4 in the contour's pixel-index coordinates
+    (VOT's: pixel centres at integers); None for an empty mask."""
+    import cv2
+
+    contours, _ = cv2.findContours(np.ascontiguousarray(mask, dtype=np.uint8), cv2.RETR_EXTERNAL,
+                                   cv2.CHAIN_APPROX_NONE)
+    if not contours:
+        return None
+    largest = max(contours, key=lambda c: (cv2.contourArea(c), len(c)))
+    return cv2.boxPoints(cv2.minAreaRect(largest)).astype(np.float64).reshape(8)
+
+
+def vot_region_line(mask: np.ndarray) -> str:
+    """One groundtruth.txt line for a frame's mask: its :func:`vot_polygon` with 4 decimals, or ``0`` (the VOT
+    toolkit's special region "unknown", ``Special.UNKNOWN``) when the mask is empty."""
+    polygon = vot_polygon(mask)
+    if polygon is None:
+        return "0"
+    return ",".join(f"{round(float(v), 4) + 0.0:.4f}" for v in polygon)
+
+
+def _render_vot_job(args) -> int:
+    root, spec_d, (name, key, n) = args
+    rng = np.random.default_rng(list(key))
+    frames, *_, labels = _render.render_sequence(rng, n, spec_d["img_w"], spec_d["img_h"], masks=True)
+    seq_dir = os.path.join(root, name)
+    frame_dir = os.path.join(seq_dir, "color") if spec_d["color_folder"] else seq_dir
+    os.makedirs(frame_dir)
+    for i, frame in enumerate(frames, start=1):
+        _write_image(os.path.join(frame_dir, f"{i:08d}.jpg"), _render.encode_jpeg(frame))
+    lines = [vot_region_line(lab == 1) for lab in labels]
+    with open(os.path.join(seq_dir, "groundtruth.txt"), "w") as fh:
+        fh.writelines(line + "\n" for line in lines)
+    if spec_d["color_folder"]:  # VOT2020+'s sequence description
+        with open(os.path.join(seq_dir, "sequence"), "w") as fh:
+            fh.write(f"channels.color=color/%08d.jpg\nformat=default\nfps=30\nname={name}\n")
+    return sum(line != "0" for line in lines)
+
+
+def generate_vot(root, spec: VotSpec = VotSpec(), *, workers: int | None = None) -> dict:
+    """Generate a VOT-format set (module docstring) at ``root``: sequences ``synthetic-0001…`` in ``list.txt``.
+    ``counts``: sequences, frames, regions (the frames with a polygon; the others have ``0``)."""
+    if not isinstance(spec, VotSpec):
+        raise TypeError("spec must be a VotSpec")
+
+    def build(tmp: Path) -> dict:
+        rng = np.random.default_rng([spec.seed, _KEY_PLAN])
+        names = [f"synthetic-{i:04d}" for i in range(1, spec.num_seqs + 1)]
+        jobs = [(name, (spec.seed, _SPLIT_VOT, i), int(rng.integers(spec.min_frames, spec.max_frames + 1)))
+                for i, name in enumerate(names)]
+        (tmp / "list.txt").write_text("\n".join(names) + "\n")
+        regions = _run_jobs(_render_vot_job, [(str(tmp), dataclasses.asdict(spec), j) for j in jobs],
+                            workers if workers is not None else (1 if len(jobs) < 8 else None))
+        return {"sequences": spec.num_seqs, "frames": sum(j[2] for j in jobs), "regions": sum(regions)}
+
+    return _build(root, "vot", spec, build)
+
+
+def ensure_vot(root, spec: VotSpec = VotSpec(), *, workers: int | None = None) -> dict:
+    """Like :func:`ensure_market` for the VOT set."""
+    return _ensure(root, "vot", spec, lambda r, s: generate_vot(r, s, workers=workers))
+
+
+# --------------------------------------------------------------------------- #
 # From params (``synthetic_data``)
 # --------------------------------------------------------------------------- #
 GENERATORS = {"market": (ensure_market, MarketSpec), "classes": (ensure_classes, ClassesSpec),
               "got10k": (ensure_got10k, Got10kSpec), "alov": (ensure_alov, AlovSpec),
-              "imagenet_det": (ensure_imagenet_det, ImagenetDetSpec)}
+              "imagenet_det": (ensure_imagenet_det, ImagenetDetSpec), "davis": (ensure_davis, DavisSpec),
+              "vot": (ensure_vot, VotSpec)}
 
 
 def check_target(root, dataset_type: str, key: str = "batches_dir") -> None:
@@ -773,7 +979,7 @@ def _build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m data.synthetic",
                                  description="Generate synthetic datasets in real on-disk formats. An existing "
                                              "OUT with the same spec is reused; any other existing OUT is refused.")
-    sub = ap.add_subparsers(dest="kind", required=True, metavar="{market,classes,got10k,alov,imagenet_det}")
+    sub = ap.add_subparsers(dest="kind", required=True, metavar="{market,classes,got10k,alov,imagenet_det,davis,vot}")
 
     def common(p, default_spec):
         p.add_argument("--out", required=True, help="output dataset root (must not exist, or hold the same spec)")
@@ -834,6 +1040,27 @@ def _build_parser() -> argparse.ArgumentParser:
     i.add_argument("--max-objects", type=int, default=d.max_objects, help="objects per image, at most (%(default)s)")
     i.add_argument("--img-w", type=int, default=d.img_w, help="largest image width (%(default)s)")
     i.add_argument("--img-h", type=int, default=d.img_h, help="largest image height (%(default)s)")
+
+    s, d = sub.add_parser("davis", help="DAVIS 2017 video object segmentation (palette PNG masks)"), DavisSpec()
+    common(s, d)
+    s.add_argument("--num-train-videos", type=int, default=d.num_train_videos, help="(%(default)s)")
+    s.add_argument("--num-val-videos", type=int, default=d.num_val_videos, help="(%(default)s)")
+    s.add_argument("--min-frames", type=int, default=d.min_frames, help="(%(default)s)")
+    s.add_argument("--max-frames", type=int, default=d.max_frames, help="(%(default)s)")
+    s.add_argument("--objects-per-video", type=int, default=d.objects_per_video,
+                   help="annotated objects per video, 1..3: the target (id 1), then distractors (%(default)s)")
+    s.add_argument("--img-w", type=int, default=d.img_w, help="frame width (%(default)s)")
+    s.add_argument("--img-h", type=int, default=d.img_h, help="frame height (%(default)s)")
+
+    t, d = sub.add_parser("vot", help="VOT sequences with rotated-rectangle ground truth made from masks"), VotSpec()
+    common(t, d)
+    t.add_argument("--num-seqs", type=int, default=d.num_seqs, help="(%(default)s)")
+    t.add_argument("--min-frames", type=int, default=d.min_frames, help="(%(default)s)")
+    t.add_argument("--max-frames", type=int, default=d.max_frames, help="(%(default)s)")
+    t.add_argument("--img-w", type=int, default=d.img_w, help="frame width (%(default)s)")
+    t.add_argument("--img-h", type=int, default=d.img_h, help="frame height (%(default)s)")
+    t.add_argument("--vot2019-layout", action="store_true",
+                   help="frames next to groundtruth.txt (VOT2016-2019) instead of in color/ (VOT2020+)")
     return ap
 
 
@@ -862,6 +1089,15 @@ def main(argv: list[str] | None = None) -> int:
                             min_frames=a.min_frames, max_frames=a.max_frames, annotate_every=a.annotate_every,
                             img_w=a.img_w, img_h=a.img_h, seed=a.seed)
             fn = ensure_alov
+        elif a.kind == "davis":
+            spec = DavisSpec(num_train_videos=a.num_train_videos, num_val_videos=a.num_val_videos,
+                             min_frames=a.min_frames, max_frames=a.max_frames, objects_per_video=a.objects_per_video,
+                             img_w=a.img_w, img_h=a.img_h, seed=a.seed)
+            fn = ensure_davis
+        elif a.kind == "vot":
+            spec = VotSpec(num_seqs=a.num_seqs, min_frames=a.min_frames, max_frames=a.max_frames, img_w=a.img_w,
+                           img_h=a.img_h, color_folder=not a.vot2019_layout, seed=a.seed)
+            fn = ensure_vot
         else:
             spec = ImagenetDetSpec(num_synsets=a.num_synsets, images_per_synset=a.images_per_synset,
                                    min_objects=a.min_objects, max_objects=a.max_objects, img_w=a.img_w,

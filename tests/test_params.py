@@ -78,7 +78,7 @@ def test_resolved_params_round_trip():
     ({**MIN, "gan_params": {"input_dim": 100}}, "key 'gan_params.input_dim': input should be 0"),
     ({**MIN, "fine_tune": True}, "fine_tune freezes the backbone"),
     ({**MIN, "parallels": "0"}, "key 'parallels': input should be a valid list"),
-    ({**MIN, "synthetic_data": {"type": "faces"}}, "key 'synthetic_data.type': input should be 'market', 'classes', 'got10k', 'alov' or 'imagenet_det'"),
+    ({**MIN, "synthetic_data": {"type": "faces"}}, "key 'synthetic_data.type': input should be 'market', 'classes', 'got10k', 'alov', 'imagenet_det', 'davis' or 'vot'"),
     ([1, 2], "expected a JSON object at the top level, found list"),
 ])
 def test_each_error_is_one_clear_line(data, expected):
