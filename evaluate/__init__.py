@@ -36,7 +36,7 @@ from engine.errors import UserError
 _HERE = Path(__file__).resolve().parent
 # Modules in this folder that are library code, not evaluators.
 _LIBRARY_MODULES = {"metrics", "rerank", "postprocess", "features", "visualize", "reid_data", "tracking_metrics",
-                    "tracking_results", "tracking_run"}
+                    "tracking_results", "tracking_run", "vot_metrics", "davis_metrics"}
 
 
 def available_evaluators() -> list[str]:
