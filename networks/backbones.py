@@ -13,6 +13,36 @@ and the ImageNet classifier) and the ImageNet-weight loader every backbone uses.
   Option: ``imagenet_pretrain`` (always false for ``alexnet_bn`` and ``tinyconv``, which are trained from scratch).
 * ``caffenet``: GOTURN's CaffeNet tower (:mod:`networks.caffenet`, imported on first use), 227 → 256×6×6 from a raw
   RGB 0..255 crop. Options: ``width`` (channel multiplier), ``input_scale``; trained from scratch.
+* ``resnet50_siammask`` (SiamMask's "ResNet-50 adjusted", reference notes ``trackers-and-got10k.md`` §3.1) and
+  ``resnet18_siammask`` (the same cut of ResNet-18: a CPU-sized variant with channels 64/64/128/256), built by
+  :func:`siammask_resnet`: a :class:`SiamMaskResNet`, an ``nn.Sequential`` whose children are ``normalize``
+  (raw RGB 0..255 → ImageNet mean/std), ``conv1``, ``bn1``, ``relu``, ``maxpool``, ``layer1``, ``layer2``,
+  ``layer3`` and ``adjust``. ``trunk(x)`` is the adjusted map; ``LevelFeatures(trunk, SIAMMASK_LEVELS)`` gives
+  p0 (``relu``), p1 (``layer1``), p2 (``layer2``), p3 (``layer3``) and the adjusted map, which SiamMask's refine
+  module needs. Options: ``adjust_channels`` (width of the adjusted map, default 256) and ``imagenet_pretrain``.
+  Architecture, as the reference's (every size below is tested):
+
+  - conv1 7×7 stride 2 with **padding 0**, BN, ReLU (p0), max-pool 3×3 stride 2 padding 1, layer1;
+  - layer2 with stride 2, its first block's strided 3×3 conv with **padding 0** and its shortcut a **3×3 conv,
+    stride 2, padding 0** (torchvision: padding 1 and a 1×1 shortcut). We replicate this: the maps keep the
+    reference's odd sizes (search 255 → 31, template 127 → 15), p2 pixel r sits at crop coordinate 8r + 7.5 so the
+    31-wide map is centred on the 255 crop, and the refine module's crop arithmetic holds as written;
+  - layer3 at stride 1: its first block undilated with a **3×3 shortcut, padding 1**, the other blocks' 3×3 convs
+    with dilation 2 and padding 2 (total stride 8); layer4 is cut;
+  - ``adjust``: 1×1 conv layer3 → ``adjust_channels`` without bias, BN, and a centre crop ``[4:-4]`` when the map is
+    narrower than 20 (the template's 15 × 15 → 7 × 7; the search's 31 × 31 is kept).
+
+  Sizes, resnet50: template 127 → p3 (1024, 15, 15) → adjusted (256, 7, 7); search 255 → p0 (64, 125, 125),
+  p1 (256, 63, 63), p2 (512, 31, 31), p3 (1024, 31, 31), adjusted (256, 31, 31). resnet18: the same sides with
+  p1 64, p2 128 and p3 256 channels. Parameters: resnet50 14.05 M with adjust 256 (the reference's figure, which
+  counts its 3×3 shortcuts), resnet18 3.18 M.
+
+  ImageNet weights: torchvision's files hold 1×1 shortcuts. They load as the centre tap of our 3×3 shortcuts (the
+  other eight taps zero), which computes exactly torchvision's 1×1 shortcut, sampled at the pixels that the
+  padding-0 main path uses. (The reference loads its own ``resnet.model``, which we do not have.) ``adjust``
+  always starts from PyTorch's default init. Input: RGB 0..255, normalised inside with ImageNet's mean and std as
+  torchvision's weights expect (the reference feeds its own weights raw BGR 0..255), so an exported graph takes raw
+  crops, as the SiamFC++ backbones' do.
 
 The ResNet trunk's child names are torchvision's (``conv1``, ``bn1``, ``relu``, ``maxpool``, ``layer1`` … ``layer4``),
 so its state dict has exactly torchvision's keys minus ``fc.*``. :func:`load_imagenet_weights` loads torchvision's
@@ -121,9 +151,12 @@ def _read_state_dict(path: Path, name: str) -> Mapping[str, torch.Tensor]:
     return state
 
 
-def _load_file(trunk: nn.Module, name: str, path: Path, unused: tuple[str, ...]) -> None:
+def _load_file(trunk: nn.Module, name: str, path: Path, unused: tuple[str, ...],
+               convert: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None) -> None:
     state = _read_state_dict(path, name)
     state = OrderedDict((k, v) for k, v in state.items() if not k.startswith(unused))
+    if convert is not None:
+        state = OrderedDict(convert(state))
     own = trunk.state_dict()
     # torchvision's older ImageNet files predate BatchNorm's num_batches_tracked counter: keep the trunk's own (it only
     # matters for momentum=None), as torch's load_state_dict does for such files; every other key must be there.
@@ -147,12 +180,15 @@ def _load_file(trunk: nn.Module, name: str, path: Path, unused: tuple[str, ...])
     trunk.load_state_dict(state, strict=True)
 
 
-def load_imagenet_weights(trunk: nn.Module, name: str, imagenet_pretrain: bool | str, unused: tuple[str, ...]) -> None:
+def load_imagenet_weights(trunk: nn.Module, name: str, imagenet_pretrain: bool | str, unused: tuple[str, ...],
+                          convert: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None) -> None:
     """Load torchvision's ImageNet-1k V1 weights of backbone `name` into `trunk`, whose state-dict keys are
     torchvision's, as ``imagenet_pretrain`` says: False → nothing (the trunk keeps its init); True → the file at
     :func:`imagenet_weights_path`; a string → that file. The file's keys starting with one of `unused` (the parts of
-    torchvision's model the trunk leaves out, e.g. ``"fc."``) are dropped; any other missing, unexpected or
-    mis-shaped key is a :class:`UserError` naming the file and the keys. Nothing is ever downloaded."""
+    torchvision's model the trunk leaves out, e.g. ``"fc."``) are dropped; ``convert``, if given, then maps the
+    remaining state dict to the trunk's (SiamMask's ResNet widens two 1×1 shortcut kernels to 3×3); any other
+    missing, unexpected or mis-shaped key is a :class:`UserError` naming the file and the keys. Nothing is ever
+    downloaded."""
     if imagenet_pretrain is False:
         return
     if imagenet_pretrain is True:
@@ -169,7 +205,7 @@ def load_imagenet_weights(trunk: nn.Module, name: str, imagenet_pretrain: bool |
                             f"torchvision's {imagenet_weights_filename(name)} there (from {_imagenet_url(name)}).")
     else:
         raise UserError(f"imagenet_pretrain must be true, false or a file path; found {imagenet_pretrain!r}")
-    _load_file(trunk, name, path, unused)
+    _load_file(trunk, name, path, unused, convert)
 
 
 def build_resnet_trunk(name: str, last_conv_stride: int, imagenet_pretrain: bool | str) -> tuple[nn.Module, int]:
@@ -207,6 +243,98 @@ def resnet(name: str, *, last_conv_stride: int = 2, dilate: tuple[str, ...] = ()
     return trunk
 
 
+SIAMMASK_LEVELS = ("relu", "layer1", "layer2", "layer3", "adjust")
+"""The children of a :class:`SiamMaskResNet` whose maps SiamMask uses: p0, p1, p2, p3 and the adjusted map."""
+SIAMMASK_NAMES = ("resnet18_siammask", "resnet50_siammask")
+_SIAMMASK_CROP_BELOW = 20  # the adjust layer crops maps narrower than this (the template's)
+_SIAMMASK_CROP = 4         # pixels cropped off each side then
+_RGB_MEAN, _RGB_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet's, for RGB inputs in 0..1
+_SIAMMASK_SHORTCUTS = ("layer2.0.downsample.0.weight", "layer3.0.downsample.0.weight")
+
+
+class SiamMaskAdjust(nn.Module):
+    """SiamMask's adjust layer: 1×1 conv without bias + BN, then the centre crop ``[4:-4]`` of a map narrower than 20
+    (a template's 15 × 15 → 7 × 7). The crop is decided from the map's width, so an exported graph has it or not
+    depending on the size it was traced at (a constant of the graph, as in the reference)."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 1, bias=False)
+        self.bn = nn.BatchNorm2d(out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.bn(self.conv(x))
+        if x.shape[-1] < _SIAMMASK_CROP_BELOW:
+            x = x[:, :, _SIAMMASK_CROP:-_SIAMMASK_CROP, _SIAMMASK_CROP:-_SIAMMASK_CROP]
+        return x
+
+
+class SiamMaskResNet(nn.Sequential):
+    """SiamMask's "adjusted" ResNet cut after layer3 (see the module docstring for the architecture and sizes):
+    raw RGB 0..255 crop → the adjusted map (``out_channels``, total stride 8). Children: ``normalize``, ``conv1``,
+    ``bn1``, ``relu``, ``maxpool``, ``layer1``, ``layer2``, ``layer3``, ``adjust``; :data:`SIAMMASK_LEVELS` names
+    the maps of p0…p3 and the adjusted map for :class:`LevelFeatures`. ``stages`` maps ``stem``, ``layer1``,
+    ``layer2``, ``layer3``, ``adjust`` to their modules, for scheduled unfreezing (the reference trains ``adjust``
+    from the start and ``layer2`` + ``layer3`` from half-way)."""
+
+    total_stride = 8
+    levels = SIAMMASK_LEVELS
+
+    def __init__(self, children: OrderedDict[str, nn.Module], out_channels: int) -> None:
+        super().__init__(children)
+        self.out_channels = out_channels
+
+    @property
+    def stages(self) -> dict[str, list[nn.Module]]:
+        return {"stem": [self.conv1, self.bn1], "layer1": [self.layer1], "layer2": [self.layer2],
+                "layer3": [self.layer3], "adjust": [self.adjust]}
+
+
+def _strided_conv(block: nn.Module) -> nn.Conv2d:
+    """The 3×3 conv that carries a block's stride (torchvision ResNet v1.5: conv2 of a Bottleneck, conv1 of a
+    BasicBlock)."""
+    return block.conv2 if isinstance(block, tv_resnet.Bottleneck) else block.conv1
+
+
+def _widen_shortcuts(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """torchvision's 1×1 shortcut kernels of layer2 and layer3 as the centre tap of 3×3 kernels (other taps 0)."""
+    state = dict(state)
+    for key in _SIAMMASK_SHORTCUTS:
+        if key in state and state[key].shape[-2:] == (1, 1):
+            state[key] = nn.functional.pad(state[key], (1, 1, 1, 1))
+    return state
+
+
+def siammask_resnet(name: str, *, adjust_channels: int = 256, imagenet_pretrain: bool | str = False
+                    ) -> SiamMaskResNet:
+    """SiamMask's adjusted ResNet built from torchvision's ResNet `name` (``resnet50`` in the reference;
+    ``resnet18`` for a CPU-sized variant; any registered depth works). See the module docstring."""
+    _check_name(name)
+    if not isinstance(adjust_channels, int) or isinstance(adjust_channels, bool) or adjust_channels < 1:
+        raise UserError(f"adjust_channels must be a positive integer; found {adjust_channels!r}")
+    from networks.siamese_backbones import InputNormalize  # on first use, as the Siamese backbones
+
+    net = _RESNETS[name][0](weights=None)
+    stem = nn.Sequential(OrderedDict((child, getattr(net, child)) for child in _TRUNK_CHILDREN[:-1]))
+    stem.conv1.padding = (0, 0)
+    first2, first3 = stem.layer2[0], stem.layer3[0]
+    _strided_conv(first2).padding = (0, 0)
+    _strided_conv(first3).stride = (1, 1)
+    for block, stride, padding in ((first2, 2, 0), (first3, 1, 1)):
+        shortcut = block.downsample[0]
+        block.downsample[0] = nn.Conv2d(shortcut.in_channels, shortcut.out_channels, 3, stride=stride,
+                                        padding=padding, bias=False)
+    for block in stem.layer3[1:]:
+        for conv in (m for m in block.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)):
+            conv.dilation, conv.padding = (2, 2), (2, 2)
+    load_imagenet_weights(stem, name, imagenet_pretrain, unused=("fc.", "layer4."), convert=_widen_shortcuts)
+    layer3_channels = _RESNETS[name][2] // 2
+    normalize = InputNormalize([255 * m for m in _RGB_MEAN], [255 * s for s in _RGB_STD])
+    return SiamMaskResNet(OrderedDict([("normalize", normalize), *stem.named_children(),
+                                       ("adjust", SiamMaskAdjust(layer3_channels, adjust_channels))]),
+                          out_channels=adjust_channels)
+
+
 def _siamese_backbone(name: str, **options) -> nn.Module:
     from networks import siamese_backbones  # on first use: importing this registry stays as light as the ResNets
 
@@ -223,6 +351,7 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
     **{name: partial(resnet, name) for name in _RESNETS},
     **{name: partial(_siamese_backbone, name) for name in SIAMESE_NAMES},
     "caffenet": _caffenet,
+    **{name: partial(siammask_resnet, name.removesuffix("_siammask")) for name in SIAMMASK_NAMES},
 }
 
 
@@ -230,7 +359,8 @@ def build_backbone(name: str, **options) -> nn.Module:
     """The backbone registered as `name`, built with its `options`; an unknown name lists the registered ones."""
     if name not in BACKBONES:
         raise UserError(f"unknown backbone {name!r}; expected one of {', '.join(sorted(_RESNETS))} (ResNet trunks) or "
-                        f"{', '.join(SIAMESE_NAMES)} (SiamFC++ backbones) or caffenet (GOTURN's tower)")
+                        f"{', '.join(SIAMESE_NAMES)} (SiamFC++ backbones) or caffenet (GOTURN's tower) or "
+                        f"{', '.join(SIAMMASK_NAMES)} (SiamMask's adjusted ResNets)")
     return BACKBONES[name](**options)
 
 
