@@ -44,6 +44,7 @@ from typing import Callable, Optional
 import numpy as np
 from pydantic import Field
 
+from data import mask_sequences
 from engine.errors import UserError
 from engine.sections import PositiveInt, Section
 from evaluate.davis_metrics import box_mask, boundary_f, db_statistics, jaccard, mask_box
@@ -95,10 +96,6 @@ def open_eval_set(params):
     """The mask SequenceSet an evaluation reads: YouTube-VOS when ``data_dir`` is a YouTube-VOS root or subset folder
     (meta.json and JPEGImages/) and not a DAVIS root, else DAVIS."""
     root, subset = eval_data_dir(params), params.evaluation_params.subset
-    try:
-        from data import mask_sequences
-    except ImportError as err:  # pragma: no cover - the reader ships with the repository
-        raise UserError(f"davis_evaluate: cannot import the mask reader data.mask_sequences ({err})") from None
     if not mask_sequences.is_davis_root(root) and mask_sequences.is_youtube_vos_root(root):
         return mask_sequences.open_youtube_vos(root, subset)
     return mask_sequences.open_davis(root, subset)

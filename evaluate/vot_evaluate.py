@@ -22,7 +22,8 @@ What is run, per sequence of the VOT set at ``data_dir`` (read by ``data.mask_se
 
 Results are written in pysot's VOT layout, ``RESULT_DIR/TRACKER_NAME/baseline/<seq>/<seq>_001.txt``: one line per
 frame, ``1`` (initialisation), ``2`` (failure), ``0`` (skipped), or the predicted region (``x1,y1,…,x4,y4`` for a
-polygon, ``x,y,w,h`` for a box), numbers as ``%.4f``.
+polygon, ``x,y,w,h`` for a box), numbers as ``%.4f``, in the VOT toolkit's coordinates (polygon vertices shifted back
+by the 0.5 that `data.mask_sequences.open_vot` adds when it reads ground truth).
 
 Returned metrics (flat floats): ``eao`` (primary), ``accuracy``, ``robustness`` (failures per 100 frames),
 ``failures``, ``frames`` (all frames of the evaluated sequences), ``sequences``, ``polygon_frames``, ``fps``
@@ -44,6 +45,7 @@ from typing import Callable, Optional
 import numpy as np
 from pydantic import Field, model_validator
 
+from data.mask_sequences import VOT_VERTEX_SHIFT, open_vot
 from engine.errors import UserError
 from engine.sections import PositiveInt, Section
 from evaluate.vot_metrics import (DEFAULT_EAO_INTERVAL, FAILURE, INIT, SKIPPED, ResetRun, expected_average_overlap,
@@ -107,10 +109,6 @@ def open_eval_set(params):
     subset = params.evaluation_params.subset
     if subset and (root / subset).is_dir():
         root = root / subset
-    try:
-        from data.mask_sequences import open_vot
-    except ImportError as err:  # pragma: no cover - the reader ships with the repository
-        raise UserError(f"vot_evaluate: cannot import the VOT reader data.mask_sequences.open_vot ({err})") from None
     return open_vot(root)
 
 
@@ -256,13 +254,18 @@ def run_sequence(make_tracker: Callable, sequence_set, sequence, max_frames: Opt
 
 
 def result_lines(result: SequenceRun) -> list[str]:
-    """The pysot/VOT result file of one run: 1 / 2 / 0 status lines, else the region (%.4f)."""
+    """The pysot/VOT result file of one run: 1 / 2 / 0 status lines, else the region (%.4f) in the VOT toolkit's
+    coordinates, as its ground-truth files are written: polygon vertices minus ``VOT_VERTEX_SHIFT`` (the reader's
+    shift back), x, y, w, h rectangles as they are."""
     lines = []
     for code, region in zip(result.run.codes, result.regions):
         if code in (INIT, FAILURE, SKIPPED):
             lines.append(str(int(code)))
-        else:
-            lines.append(",".join(f"{v:.4f}" for v in np.asarray(region, dtype=np.float64).reshape(-1)))
+            continue
+        values = np.asarray(region, dtype=np.float64).reshape(-1)
+        if values.size == 8:
+            values = values - VOT_VERTEX_SHIFT
+        lines.append(",".join(f"{v:.4f}" for v in values))
     return lines
 
 
