@@ -48,7 +48,8 @@ from data import mask_sequences
 from engine.errors import UserError
 from engine.sections import PositiveInt, Section
 from evaluate.davis_metrics import box_mask, boundary_f, db_statistics, jaccard, mask_box
-from evaluate.vot_evaluate import sequence_from, tracker_dir_of
+from evaluate.tracking_run import tracker_result_dir, tracking_data_dir
+from evaluate.vot_evaluate import sequence_from
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +86,8 @@ OPTIONS = DavisOptions
 
 
 def eval_data_dir(params) -> Path:
-    data_dir = params.evaluation_params.data_dir or getattr(params, "batches_dir", None)
-    if not data_dir:
-        raise UserError("evaluation_params.data_dir: required by davis_evaluate (a DAVIS root with JPEGImages/, "
-                        "Annotations/ and ImageSets/, or a YouTube-VOS root)")
-    return Path(data_dir)
+    return tracking_data_dir(params, "davis_evaluate", "a DAVIS root with JPEGImages/, Annotations/ and ImageSets/, "
+                             "or a YouTube-VOS root")
 
 
 def open_eval_set(params):
@@ -277,7 +275,7 @@ def run_eval(params, model: Callable, device=None, writer=None, global_step: int
     if sequence_set is None:
         sequence_set = open_eval_set(params)
     sequences = selected(sequence_set, ev)
-    out = tracker_dir_of(ev, global_step, run_dir, model_file) if (ev.result_dir or run_dir) else None
+    out = tracker_result_dir(ev, global_step, run_dir, model_file, "runs/davis_results") if (ev.result_dir or run_dir) else None
     results = []
     for number, sequence in enumerate(sequences, 1):
         scores, masks = run_sequence(model, sequence_set, sequence, ev.max_frames, keep_masks=ev.save_masks)

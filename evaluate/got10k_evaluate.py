@@ -38,7 +38,7 @@ from data.sequences import Sequence, SequenceSet, open_sequences
 from engine.errors import UserError, run_command
 from engine.sections import NonNegInt, PositiveInt, Section
 from evaluate.tracking_results import score_got10k, score_ope, write_got10k_result, write_ope_result
-from evaluate.tracking_run import track_frames
+from evaluate.tracking_run import track_frames, tracker_result_dir, tracking_data_dir
 from evaluate.visualize import GREEN, RED, curve_image
 
 log = logging.getLogger(__name__)
@@ -72,11 +72,7 @@ COUNT_COLUMNS = ("frames", "length", "sequences")
 
 
 def eval_data_dir(params) -> Path:
-    data_dir = params.evaluation_params.data_dir or getattr(params, "batches_dir", None)
-    if not data_dir:
-        raise UserError("evaluation_params.data_dir: required by got10k_evaluate (a GOT-10k root with a val/ subset "
-                        "or a LaSOT/OTB-style root)")
-    return Path(data_dir)
+    return tracking_data_dir(params, "got10k_evaluate", "a GOT-10k root with a val/ subset or a LaSOT/OTB-style root")
 
 
 def check_inputs(params) -> None:
@@ -166,7 +162,7 @@ def run_eval(params, model: Callable, device=None, writer=None, global_step: int
     ev = params.evaluation_params
     sequence_set = open_sequences(eval_data_dir(params), ev.subset)
     sequences = selected(sequence_set, ev)
-    tracker_dir = _tracker_dir(ev, global_step, run_dir, model_file)
+    tracker_dir = tracker_result_dir(ev, global_step, run_dir, model_file, "runs/got10k_results")
     tracked = run_tracker(model, sequence_set, sequences, tracker_dir)
     report, primary = score(sequence_set, sequences, tracker_dir)
     log.info("%s results in %s\n%s", "GOT-10k" if sequence_set.layout == "got10k" else "OPE", tracker_dir,
@@ -179,23 +175,6 @@ def run_eval(params, model: Callable, device=None, writer=None, global_step: int
             writer.add_image("eval/tracked_frames", strip, global_step, dataformats="HWC")
         writer.add_text("eval/per_sequence", "    " + sequence_table(report).replace("\n", "\n    "), global_step)
     return headline(report), primary
-
-
-def _tracker_dir(ev: Got10kOptions, global_step: int, run_dir: Optional[str], model_file: Optional[str]) -> Path:
-    if ev.result_dir:
-        root = Path(ev.result_dir)
-    elif run_dir:
-        root = Path(run_dir) / "tracking_results"
-    else:
-        raise UserError("result_dir: required offline (where the tracker's result files are written, e.g. "
-                        "\"runs/got10k_results\")")
-    if ev.tracker_name:
-        name = ev.tracker_name
-    elif run_dir and not model_file:
-        name = f"step_{global_step:08d}"
-    else:
-        name = Path(model_file or "tracker").name.replace(":", "_").removesuffix(".pth").removesuffix(".onnx")
-    return root / name
 
 
 def frame_strips(sequence_set: SequenceSet, sequences: list[Sequence], tracked: dict[str, np.ndarray],

@@ -6,11 +6,12 @@ the definition is the same)."""
 from __future__ import annotations
 
 import time
-from typing import Iterable, Iterator, NamedTuple
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Iterator, NamedTuple, Optional
 
 import numpy as np
 
-from typing import TYPE_CHECKING
+from engine.errors import UserError
 
 if TYPE_CHECKING:  # pragma: no cover
     from trackers.base import Tracker
@@ -45,3 +46,33 @@ def track_frames(tracker: "Tracker", frames: Iterable[np.ndarray], init_box) -> 
         boxes.append(tracked.box)
         seconds.append(tracked.seconds)
     return np.asarray(boxes, dtype=np.float64).reshape(-1, 4), np.asarray(seconds, dtype=np.float64)
+
+
+def tracking_data_dir(params, evaluator: str, expected: str) -> Path:
+    """The tracking evaluation data: ``evaluation_params.data_dir``, else the run's ``batches_dir``; `expected` says
+    what `evaluator` reads there, for the message when neither is set."""
+    data_dir = params.evaluation_params.data_dir or getattr(params, "batches_dir", None)
+    if not data_dir:
+        raise UserError(f"evaluation_params.data_dir: required by {evaluator} ({expected})")
+    return Path(data_dir)
+
+
+def tracker_result_dir(options, global_step: int, run_dir: Optional[str], model_file: Optional[str],
+                       example: str) -> Path:
+    """RESULT_DIR/TRACKER_NAME of a tracking evaluation (options with ``result_dir`` and ``tracker_name``): on the fly
+    <run dir>/tracking_results/step_<global step> unless set; offline result_dir is required (`example` shows one)
+    and the name defaults to the model file's."""
+    if options.result_dir:
+        root = Path(options.result_dir)
+    elif run_dir:
+        root = Path(run_dir) / "tracking_results"
+    else:
+        raise UserError(f"result_dir: required offline (where the tracker's result files are written, e.g. "
+                        f"\"{example}\")")
+    if options.tracker_name:
+        name = options.tracker_name
+    elif run_dir and not model_file:
+        name = f"step_{global_step:08d}"
+    else:
+        name = Path(model_file or "tracker").name.replace(":", "_").removesuffix(".pth").removesuffix(".onnx")
+    return root / name

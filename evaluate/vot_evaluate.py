@@ -48,6 +48,7 @@ from pydantic import Field, model_validator
 from data.mask_sequences import VOT_VERTEX_SHIFT, open_vot
 from engine.errors import UserError
 from engine.sections import PositiveInt, Section
+from evaluate.tracking_run import tracker_result_dir, tracking_data_dir
 from evaluate.vot_metrics import (DEFAULT_EAO_INTERVAL, FAILURE, INIT, SKIPPED, ResetRun, expected_average_overlap,
                                   polygon_iou, region_area, region_vertices, reset_protocol, sequence_accuracy,
                                   vot_accuracy, vot_robustness)
@@ -96,11 +97,8 @@ OPTIONS = VotOptions
 
 
 def eval_data_dir(params) -> Path:
-    data_dir = params.evaluation_params.data_dir or getattr(params, "batches_dir", None)
-    if not data_dir:
-        raise UserError("evaluation_params.data_dir: required by vot_evaluate (a VOT root: one folder per sequence "
-                        "with its frames and groundtruth.txt, and list.txt)")
-    return Path(data_dir)
+    return tracking_data_dir(params, "vot_evaluate", "a VOT root: one folder per sequence with its frames and "
+                             "groundtruth.txt, and list.txt")
 
 
 def open_eval_set(params):
@@ -311,23 +309,6 @@ def sequence_table(results: list[SequenceRun]) -> str:
     return "\n".join(lines)
 
 
-def tracker_dir_of(ev, global_step: int, run_dir: Optional[str], model_file: Optional[str]) -> Path:
-    if ev.result_dir:
-        root = Path(ev.result_dir)
-    elif run_dir:
-        root = Path(run_dir) / "tracking_results"
-    else:
-        raise UserError("result_dir: required offline (where the tracker's result files are written, e.g. "
-                        "\"runs/vot_results\")")
-    if ev.tracker_name:
-        name = ev.tracker_name
-    elif run_dir and not model_file:
-        name = f"step_{global_step:08d}"
-    else:
-        name = Path(model_file or "tracker").name.replace(":", "_").removesuffix(".pth").removesuffix(".onnx")
-    return root / name
-
-
 def run_eval(params, model: Callable, device=None, writer=None, global_step: int = 0, run_dir: Optional[str] = None,
              model_file: Optional[str] = None, sequence_set=None, **context) -> tuple[dict[str, float], str]:
     """Run the tracker factory `model` over the VOT set with the reset protocol; ``(metrics, "eao")``.
@@ -336,7 +317,7 @@ def run_eval(params, model: Callable, device=None, writer=None, global_step: int
     if sequence_set is None:
         sequence_set = open_eval_set(params)
     sequences = selected(sequence_set, ev)
-    tracker_dir = tracker_dir_of(ev, global_step, run_dir, model_file)
+    tracker_dir = tracker_result_dir(ev, global_step, run_dir, model_file, "runs/vot_results")
     results = []
     for number, sequence in enumerate(sequences, 1):
         result = run_sequence(model, sequence_set, sequence, ev.max_frames)
