@@ -285,6 +285,30 @@ def open_exported(path: Path, prefer_cuda: bool = False, intra_op_threads: Optio
     return session, meta
 
 
+def export_graph_paths(path: str | os.PathLike, graphs: Sequence[Sequence[str]], what: str) -> dict[str, Path]:
+    """The files of an export of several graphs (``python -m deploy.export`` writes ``OUT.<graph>.onnx`` for each):
+    ``OUT.onnx`` or any ``OUT.<graph>.onnx`` names them all. Each entry of `graphs` is one graph's name, or names that
+    can stand in for each other (the first existing file is taken); the result maps each entry's first name to its
+    file. A missing file is an OnnxModelError naming what the export should hold (`what`, e.g. "a SiamFC++ export")."""
+    path = Path(path)
+    stem = path.name.removesuffix(".onnx")
+    for names in graphs:
+        for name in names:
+            stem = stem.removesuffix(f".{name}")
+    paths, missing = {}, []
+    for names in graphs:
+        candidates = [path.with_name(f"{stem}.{name}.onnx") for name in names]
+        found = [candidate for candidate in candidates if candidate.is_file()]
+        if found:
+            paths[names[0]] = found[0]
+        else:
+            missing.append(" or ".join(str(candidate) for candidate in candidates))
+    if missing:
+        expected = ", ".join("/".join(f"{stem}.{name}.onnx" for name in names) for names in graphs)
+        raise OnnxModelError(f"{path}: {what} is {len(graphs)} files, {expected}; missing: {'; '.join(missing)}")
+    return paths
+
+
 def exported_task(path: str | os.PathLike) -> str:
     """The task of an export of this tool: `path` itself, or for a task of several graphs the ``OUT`` name given to
     ``deploy.export --out`` (its files are ``OUT_STEM.<graph>.onnx``)."""

@@ -28,7 +28,8 @@ from evaluate.tracking_run import track_frames
 from trackers.siamfcpp import task as siamfcpp_task
 from trackers.siamfcpp.onnx_network import OnnxNetwork
 from trackers.siamfcpp.params import SiamFCppTrackerParams
-from trackers.siamfcpp.tracker import SiamFCppTracker, TorchNetwork, cosine_window, select_box
+from trackers.siamese_selection import cosine_window, select_box
+from trackers.siamfcpp.tracker import SiamFCppTracker, TorchNetwork
 
 ROOT = Path(__file__).resolve().parent.parent
 SLOW = pytest.mark.slow
@@ -79,23 +80,22 @@ def test_penalty_makes_an_unchanged_box_beat_a_higher_score_whose_box_changes():
     boxes = xywh_rows_to_xyxy([same, changed, same] + [same] * 6)
     score = np.array([0.1, 0.75, 0.7] + [0.1] * 6)
     window = cosine_window(3)
-    no_window = SiamFCppTrackerParams(window_influence=0.0)
+    no_window = (0.04, 0.0, 0.52)  # penalty_k, window_influence, lr: the GOT-10k defaults without the window
     # by hand for the changed box: scale change sqrt((128+80)(32+80)) / sqrt((64+48)(32+48)) = sqrt(2.6), ratio change
     # (64/32) / (128/32) = 1/2 -> 2, penalty exp(-(2·sqrt(2.6) - 1)·0.04) = 0.91485
     penalty = math.exp(-(2 * math.sqrt(2.6) - 1) * 0.04)
     assert context_size(128, 32) / context_size(64, 32) == pytest.approx(math.sqrt(2.6), rel=1e-12)
     assert penalty == pytest.approx(0.914849, abs=1e-6) and 0.75 * penalty < 0.7 < 0.75
 
-    best, box, lr = select_box(score, boxes, previous, window, no_window)
+    best, box, lr = select_box(score, boxes, previous, window, *no_window)
     assert int(np.argmax(score)) == 1 and best == 2, "the penalty moves the choice to the unchanged box"
     np.testing.assert_allclose(box, same, atol=1e-12)
     assert lr == pytest.approx(1.0 * 0.7 * 0.52, abs=1e-12), "unchanged box: penalty 1, lr = score · test_lr"
 
-    without_penalty = SiamFCppTrackerParams(window_influence=0.0, penalty_k=0.0)
-    assert select_box(score, boxes, previous, window, without_penalty)[0] == 1
+    assert select_box(score, boxes, previous, window, 0.0, 0.0, 0.52)[0] == 1  # without the penalty
 
     score[1] = 0.9  # 0.9 · 0.91485 = 0.823 > 0.7: the changed box wins despite its penalty
-    best, box, lr = select_box(score, boxes, previous, window, no_window)
+    best, box, lr = select_box(score, boxes, previous, window, *no_window)
     assert best == 1
     np.testing.assert_allclose(box, changed, atol=1e-12)
     assert lr == pytest.approx(penalty * 0.9 * 0.52, abs=1e-12)
@@ -111,8 +111,7 @@ def test_cosine_window_pulls_the_choice_toward_the_centre():
     score[0], score[4] = 0.9, 0.6  # a corner beats the centre on the raw score
     # pscore: corner 0.9·(1 − wi), centre 0.6·(1 − wi) + wi: the centre wins once wi > 0.3 / 1.3 = 0.2308
     for influence, expected in ((0.0, 0), (0.21, 0), (0.22, 0), (0.24, 4), (0.5, 4)):
-        params = SiamFCppTrackerParams(window_influence=influence)
-        best, _, lr = select_box(score, boxes, np.array([20.0, 20.0]), cosine_window(3), params)
+        best, _, lr = select_box(score, boxes, np.array([20.0, 20.0]), cosine_window(3), 0.04, influence, 0.52)
         assert best == expected, influence
         assert lr == pytest.approx(score[expected] * 0.52, abs=1e-12), "the window does not enter lr"
 

@@ -14,6 +14,7 @@ from typing import Optional
 import numpy as np
 
 from deploy.runtime import OnnxModelError, open_exported
+from trackers.crop_batches import onnx_batch
 from trackers.goturn.geometry import OUTPUT_SCALE
 
 
@@ -29,10 +30,6 @@ class OnnxRegressor:
         self.input_size, self.context = int(meta["input_size"]), float(meta["context"])
         self.params = json.loads(meta["params"])
 
-    @staticmethod
-    def _batch(crop: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(crop.transpose(2, 0, 1)[None], dtype=np.float32)
-
     def regress(self, target: np.ndarray, search: np.ndarray) -> np.ndarray:
-        (box,) = self.session.run(None, {"target": self._batch(target), "search": self._batch(search)})
+        (box,) = self.session.run(None, {"target": onnx_batch(target), "search": onnx_batch(search)})
         return box[0].astype(np.float64)

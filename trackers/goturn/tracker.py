@@ -19,6 +19,7 @@ import numpy as np
 from data.boxes import clip_xywh
 from data.crops import crop_image
 from trackers.base import Tracker, TrackOutput
+from trackers.crop_batches import torch_batch
 from trackers.goturn.geometry import crop_window, target_to_box
 
 
@@ -66,12 +67,7 @@ class TorchRegressor:
         self.device = next(net.parameters()).device
         self.input_size, self.context = net.input_size, context
 
-    def _batch(self, crop: np.ndarray):
-        # a channels-last view of the crop, no copy (see trackers.siamfcpp.tracker.TorchNetwork)
-        tensor = self.torch.from_numpy(crop).reshape(1, *crop.shape).permute(0, 3, 1, 2).float().to(self.device)
-        return tensor if self.device.type == "cpu" else tensor.contiguous()
-
     def regress(self, target: np.ndarray, search: np.ndarray) -> np.ndarray:
         with self.torch.no_grad():
-            output = self.net.regress(*self.net.features(self._batch(target), self._batch(search)))
+            output = self.net.regress(*self.net.features(torch_batch(target, self.device), torch_batch(search, self.device)))
         return output[0].float().cpu().numpy().astype(np.float64)

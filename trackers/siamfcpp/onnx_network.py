@@ -13,25 +13,11 @@ from typing import Optional
 
 import numpy as np
 
-from deploy.runtime import OnnxModelError, open_exported
+from deploy.runtime import OnnxModelError, export_graph_paths, open_exported
+from trackers.crop_batches import onnx_batch
 from trackers.siamfcpp.params import SiamFCppTrackerParams
 
 GRAPHS = ("template", "search")
-
-
-def graph_paths(path: str | Path) -> dict[str, Path]:
-    """The template and search files of an export: ``OUT.onnx`` names ``OUT.template.onnx`` and ``OUT.search.onnx``
-    (either of those names works too)."""
-    path = Path(path)
-    stem = path.name.removesuffix(".onnx")
-    for graph in GRAPHS:
-        stem = stem.removesuffix(f".{graph}")
-    paths = {graph: path.with_name(f"{stem}.{graph}.onnx") for graph in GRAPHS}
-    missing = [str(p) for p in paths.values() if not p.is_file()]
-    if missing:
-        raise OnnxModelError(f"{path}: a SiamFC++ export is two files, {' and '.join(str(p) for p in paths.values())}; "
-                             f"missing: {', '.join(missing)}")
-    return paths
 
 
 class OnnxNetwork:
@@ -53,18 +39,14 @@ class OnnxNetwork:
 
     @classmethod
     def from_export(cls, path: str | Path, **options) -> "OnnxNetwork":
-        paths = graph_paths(path)
+        paths = export_graph_paths(path, [(graph,) for graph in GRAPHS], "a SiamFC++ export")
         return cls(paths["template"], paths["search"], **options)
 
-    @staticmethod
-    def _batch(crop: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(crop.transpose(2, 0, 1)[None], dtype=np.float32)
-
     def template(self, crop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        cls_kernel, reg_kernel = self.template_session.run(None, {"z": self._batch(crop)})
+        cls_kernel, reg_kernel = self.template_session.run(None, {"z": onnx_batch(crop)})
         return cls_kernel, reg_kernel
 
     def search(self, crop: np.ndarray, kernels) -> tuple[np.ndarray, np.ndarray]:
-        score, boxes = self.search_session.run(None, {"x": self._batch(crop), "cls_kernel": kernels[0],
+        score, boxes = self.search_session.run(None, {"x": onnx_batch(crop), "cls_kernel": kernels[0],
                                                       "reg_kernel": kernels[1]})
         return score[0].astype(np.float64), boxes[0].astype(np.float64)

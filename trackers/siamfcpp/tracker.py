@@ -23,9 +23,10 @@ from typing import Protocol
 
 import numpy as np
 
-from data.boxes import xyxy_to_xywh
 from data.crops import CropWindow, channel_mean, context_side, crop_image, crop_to_frame
 from trackers.base import Tracker, TrackOutput
+from trackers.crop_batches import torch_batch
+from trackers.siamese_selection import cosine_window, select_box
 from trackers.siamfcpp.params import SiamFCppTrackerParams
 
 
@@ -39,41 +40,6 @@ class SiamFCppNetwork(Protocol):
 
     def search(self, crop: np.ndarray, kernels: object) -> tuple[np.ndarray, np.ndarray]:
         """(score (S·S,), boxes (S·S, 4) xyxy in crop pixels) of one search crop."""
-
-
-def _change(ratio: np.ndarray) -> np.ndarray:
-    return np.maximum(ratio, 1.0 / ratio)
-
-
-def _context_size(w: np.ndarray, h: np.ndarray) -> np.ndarray:
-    pad = (w + h) / 2
-    return np.sqrt((w + pad) * (h + pad))
-
-
-def cosine_window(size: int) -> np.ndarray:
-    """(size·size,) outer product of Hann windows, row-major like the score map."""
-    return np.outer(np.hanning(size), np.hanning(size)).ravel()
-
-
-def select_box(score: np.ndarray, boxes_xyxy: np.ndarray, previous_size_in_crop: np.ndarray, window: np.ndarray,
-               params: SiamFCppTrackerParams) -> tuple[int, np.ndarray, float]:
-    """(best index, its box xywh in crop pixels, its smoothing rate lr) of one score map. Locations whose score or box
-    is not finite (a diverged network, an overflowing box regression) are never chosen; best is -1 when no location is
-    usable."""
-    boxes = xyxy_to_xywh(boxes_xyxy)
-    usable = np.isfinite(score) & np.isfinite(boxes).all(axis=1)
-    if not usable.any():
-        return -1, np.full(4, np.nan), 0.0
-    boxes, score = np.where(usable[:, None], boxes, 1.0), np.where(usable, score, 0.0)  # placeholders, never chosen
-    w, h = np.maximum(boxes[:, 2], 1e-6), np.maximum(boxes[:, 3], 1e-6)
-    tw, th = previous_size_in_crop
-    scale_change = _change(_context_size(w, h) / _context_size(np.float64(tw), np.float64(th)))
-    ratio_change = _change((tw / th) / (w / h))
-    penalty = np.exp(-(ratio_change * scale_change - 1) * params.penalty_k)
-    pscore = penalty * score * (1 - params.window_influence) + window * params.window_influence
-    pscore = np.where(usable, pscore, -np.inf)
-    best = int(np.argmax(pscore))
-    return best, boxes[best], float(penalty[best] * score[best] * params.test_lr)
 
 
 class SiamFCppTracker(Tracker):
@@ -97,7 +63,8 @@ class SiamFCppTracker(Tracker):
         template_side = float(context_side(*self.size, p.context_amount))
         window = CropWindow(*self.center, template_side * p.x_size / self.network.z_size, p.x_size)
         score, boxes = self.network.search(crop_image(frame, window, self.mean), self.kernels)
-        best, box, lr = select_box(score, boxes, self.size * window.scale, self.window, p)
+        best, box, lr = select_box(score, boxes, self.size * window.scale, self.window, p.penalty_k, p.window_influence,
+                                  p.test_lr)
         if best < 0:  # nothing usable on this frame: keep the state (a NaN size would break every later crop)
             return TrackOutput(box=np.concatenate([self.center - self.size / 2, self.size]), score=0.0)
         x, y, w, h = crop_to_frame(box, window)
@@ -118,20 +85,12 @@ class TorchNetwork:
         self.z_size = net.z_size
         self.score_size = net.score_size(x_size)
 
-    def _batch(self, crop: np.ndarray):
-        # The (1, 3, H, W) view of the 1×H×W×3 crop has channels-last strides (also in the batch dimension, which
-        # PyTorch's choice of layout looks at): no transposing copy, and on the CPU the network then runs
-        # channels-last, where PyTorch's max-pool is ~10× faster than in NCHW (same outputs; numbers in
-        # bench/siamfcpp_tracking_fps.py). Other devices get an NCHW batch, as before.
-        tensor = self.torch.from_numpy(crop).reshape(1, *crop.shape).permute(0, 3, 1, 2).float().to(self.device)
-        return tensor if self.device.type == "cpu" else tensor.contiguous()
-
     def template(self, crop: np.ndarray):
         with self.torch.no_grad():
-            return self.net.template(self._batch(crop))
+            return self.net.template(torch_batch(crop, self.device))
 
     def search(self, crop: np.ndarray, kernels) -> tuple[np.ndarray, np.ndarray]:
         with self.torch.no_grad():
-            cls, ctr, boxes = self.net.track(self._batch(crop), *kernels)
+            cls, ctr, boxes = self.net.track(torch_batch(crop, self.device), *kernels)
             score = self.torch.sigmoid(cls[0].float()) * self.torch.sigmoid(ctr[0].float())
         return score.cpu().numpy().astype(np.float64), boxes[0].float().cpu().numpy().astype(np.float64)
