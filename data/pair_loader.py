@@ -23,7 +23,10 @@ Sequences (video sets from :func:`data.sequences.open_sequences`, still-image se
   tail of ``epoch(e)`` without drawing, reading or cropping the skipped steps (workers draw each step's pairs).
 
 The crops are pluggable (`PairCrops`): the default, `CropConfig`, makes the Siamese crops above; GOTURN brings its
-own (`trackers.goturn.samples`). The sampling, frame reading, seeding and error handling are the same for all.
+own (`trackers.goturn.samples`), SiamMask its mask-aware ones (`trackers.siammask.samples`: crops with
+``wants_masks = True`` get each positive pair's search-frame mask in ``LoadedPair.search_mask`` when its sequence has
+masks, read with ``SequenceSet.mask``; other crops never read a mask). The sampling, frame reading, seeding and error
+handling are the same for all.
 
 The Siamese batch is a dict of tensors: ``template`` B×3×Z×Z and ``search`` B×3×X×X (float32 RGB, 0..255, CHW, unnormalised),
 ``template_box`` and ``search_box`` B×4 (float32 x, y, w, h in crop pixels, continuous coordinates as in
@@ -101,6 +104,9 @@ class LoadedPair:
     search: np.ndarray
     search_box: np.ndarray
     negative: bool
+    search_mask: Optional[np.ndarray] = None
+    """H×W bool mask of the search frame's object, loaded only for crops that ask for masks (``wants_masks``) and
+    only when the search frame's sequence has segmentation masks (DAVIS, YouTube-VOS) and the pair is positive."""
 
 
 class PairCrops(Protocol):
@@ -108,6 +114,12 @@ class PairCrops(Protocol):
     brings its own). ``rngs[i]`` is pair i's generator (see the module docstring), its only source of randomness."""
 
     def batch(self, pairs: Sequence[LoadedPair], rngs: Sequence[np.random.Generator]) -> dict: ...
+
+
+def wants_masks(crops: PairCrops) -> bool:
+    """Whether `crops` uses the search frames' masks (an optional ``wants_masks = True`` attribute; SiamMask's crops).
+    Other crops never pay for decoding the annotation PNGs."""
+    return bool(getattr(crops, "wants_masks", False))
 
 
 def sequence_sources(sets: Sequence[SequenceSet], ratios: Optional[Sequence[float]] = None
@@ -143,6 +155,9 @@ class _PairDataset(Dataset):
     def __init__(self, sets: Sequence[SequenceSet], sampler: PairSampler, crops: PairCrops, seed: int) -> None:
         self.sequences = [(sequence_set.reader, sequence) for sequence_set in sets
                           for sequence in sequence_set.sequences]
+        # the set of each sequence, to read its masks (SequenceSet.mask) when the crops want them
+        self.mask_sets = ([sequence_set for sequence_set in sets for _ in sequence_set.sequences]
+                          if wants_masks(crops) else None)
         self.sampler = sampler
         self.crops = crops
         self.seed = seed
@@ -169,7 +184,18 @@ class _PairDataset(Dataset):
     def _load(self, pair: Pair) -> LoadedPair:
         template, template_box = self._frame(pair.template)
         search, search_box = (template, template_box) if pair.search == pair.template else self._frame(pair.search)
-        return LoadedPair(template, template_box, search, search_box, pair.negative)
+        return LoadedPair(template, template_box, search, search_box, pair.negative, self._mask(pair))
+
+    def _mask(self, pair: Pair) -> Optional[np.ndarray]:
+        """The search frame's object mask (H×W bool) when the crops want masks, the pair is positive and the
+        sequence has them; else None."""
+        if self.mask_sets is None or pair.negative:
+            return None
+        index, frame = pair.search
+        _, sequence = self.sequences[index]
+        if sequence.masks is None or sequence.object_id is None or sequence.masks[frame] is None:
+            return None
+        return self.mask_sets[index].mask(sequence, frame)
 
 
 def stack_images(crops: Sequence[np.ndarray]) -> torch.Tensor:
