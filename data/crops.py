@@ -168,12 +168,23 @@ def crop_image(image: NDArray, window: Window, border: Border = "mean") -> NDArr
     image = np.ascontiguousarray(image)
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"image must be H×W×3, got shape {image.shape}")
+    return _warp(image, window, _border_value(image, border))
+
+
+def crop_mask(mask: NDArray, window: Window) -> NDArray[np.float32]:
+    """out_size × out_size float32 {0, 1} crop of an H×W object mask with the map of ``crop_image``: bilinear, 0
+    outside the frame, then > 0.5 (so a mask crop and its image crop line up exactly)."""
+    return (_warp(np.ascontiguousarray(mask, dtype=np.float32), window, 0.0) > 0.5).astype(np.float32)
+
+
+def _warp(image: NDArray, window: Window, border_value) -> NDArray:
+    """``cv2.warpAffine`` of `image` with the destination → source map of `window` (see ``crop_image``)."""
     inv_x, inv_y = 1.0 / window.scale_x, 1.0 / window.scale_y
     dst_to_src = np.array([[inv_x, 0.0, window.x0 + 0.5 * inv_x - 0.5],
                            [0.0, inv_y, window.y0 + 0.5 * inv_y - 0.5]])
     size = int(window.out_size)
     return cv2.warpAffine(image, dst_to_src, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=_border_value(image, border))
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=border_value)
 
 
 def _object_geometry(box_xywh: ArrayLike, context: float) -> tuple[Boxes, float, float, float]:

@@ -75,15 +75,12 @@ class CropConfig:
 
     def batch(self, pairs: Sequence["LoadedPair"], rngs: Sequence[np.random.Generator]) -> dict:
         """The batch dict of the module docstring: one template and one search crop per pair."""
-        templates, template_boxes, searches, search_boxes = zip(*(self._crop(pair, rng)
-                                                                  for pair, rng in zip(pairs, rngs)))
-        return {"template": stack_images(templates), "search": stack_images(searches),
-                "template_box": torch.as_tensor(np.stack(template_boxes), dtype=torch.float32),
-                "search_box": torch.as_tensor(np.stack(search_boxes), dtype=torch.float32),
-                "negative": torch.as_tensor([pair.negative for pair in pairs], dtype=torch.bool)}
+        crops = [self.crop_pair(pair, rng) for pair, rng in zip(pairs, rngs)]
+        return self.stack(pairs, crops)
 
-    def _crop(self, pair: "LoadedPair", rng: np.random.Generator) -> tuple:
-        """(template crop, template box, search crop, search box) of one pair; see the module docstring."""
+    def crop_pair(self, pair: "LoadedPair", rng: np.random.Generator) -> tuple:
+        """(template crop, template box, search crop, search box, search window) of one pair; see the module
+        docstring. The window lets a subclass cut more of the search frame (SiamMask: its mask) the same way."""
         template_mean = channel_mean(pair.template)
         search_mean = template_mean if pair.search is pair.template else channel_mean(pair.search)
         z_window = template_window(pair.template_box, self.context, self.template_size)
@@ -91,7 +88,16 @@ class CropConfig:
                                                template_size=self.template_size, search_size=self.search_size,
                                                max_scale=self.max_scale, max_shift=self.max_shift)
         return (crop_image(pair.template, z_window, template_mean), frame_to_crop(pair.template_box, z_window),
-                crop_image(pair.search, x_window, search_mean), x_box)
+                crop_image(pair.search, x_window, search_mean), x_box, x_window)
+
+    @staticmethod
+    def stack(pairs: Sequence["LoadedPair"], crops: Sequence[tuple]) -> dict:
+        """The Siamese batch dict of the pairs' `crop_pair` results."""
+        templates, template_boxes, searches, search_boxes, _ = zip(*crops)
+        return {"template": stack_images(templates), "search": stack_images(searches),
+                "template_box": torch.as_tensor(np.stack(template_boxes), dtype=torch.float32),
+                "search_box": torch.as_tensor(np.stack(search_boxes), dtype=torch.float32),
+                "negative": torch.as_tensor([pair.negative for pair in pairs], dtype=torch.bool)}
 
 
 @dataclass(frozen=True)

@@ -28,12 +28,11 @@ import functools
 from dataclasses import dataclass
 from typing import Sequence
 
-import cv2
 import numpy as np
 import torch
 
-from data.crops import CropWindow, channel_mean, crop_image, frame_to_crop, sample_search_window, template_window
-from data.pair_loader import CropConfig, LoadedPair, stack_images
+from data.crops import crop_mask
+from data.pair_loader import CropConfig, LoadedPair
 from trackers.siammask.anchors import training_anchors
 from trackers.siammask.targets import TargetConfig, anchor_targets
 
@@ -41,19 +40,6 @@ from trackers.siammask.targets import TargetConfig, anchor_targets
 @functools.lru_cache(maxsize=4)
 def _anchors(search_size: int, template_size: int) -> np.ndarray:
     return training_anchors(search_size, template_size)
-
-
-def crop_mask(mask: np.ndarray, window: CropWindow) -> np.ndarray:
-    """out_size × out_size float32 {0, 1} crop of an H×W mask with `window` (the same map as ``crop_image``):
-    bilinear, 0 outside the frame, then > 0.5."""
-    inv_x, inv_y = 1.0 / window.scale_x, 1.0 / window.scale_y
-    dst_to_src = np.array([[inv_x, 0.0, window.x0 + 0.5 * inv_x - 0.5],
-                           [0.0, inv_y, window.y0 + 0.5 * inv_y - 0.5]])
-    size = int(window.out_size)
-    warped = cv2.warpAffine(np.ascontiguousarray(mask, dtype=np.float32), dst_to_src, (size, size),
-                            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT,
-                            borderValue=0.0)
-    return (warped > 0.5).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -68,19 +54,10 @@ class SiamMaskCrops(CropConfig):
     wants_masks = True  # read by data.pair_loader: load the search frames' masks
 
     def batch(self, pairs: Sequence[LoadedPair], rngs: Sequence[np.random.Generator]) -> dict:
-        templates, template_boxes, searches, search_boxes, masks = [], [], [], [], []
-        for pair, rng in zip(pairs, rngs):
-            template_mean = channel_mean(pair.template)
-            search_mean = template_mean if pair.search is pair.template else channel_mean(pair.search)
-            z_window = template_window(pair.template_box, self.context, self.template_size)
-            x_window, x_box = sample_search_window(rng, pair.search_box, context=self.context,
-                                                   template_size=self.template_size, search_size=self.search_size,
-                                                   max_scale=self.max_scale, max_shift=self.max_shift)
-            templates.append(crop_image(pair.template, z_window, template_mean))
-            template_boxes.append(frame_to_crop(pair.template_box, z_window))
-            searches.append(crop_image(pair.search, x_window, search_mean))
-            search_boxes.append(x_box)
-            masks.append(None if pair.search_mask is None else crop_mask(pair.search_mask, x_window))
+        crops = [self.crop_pair(pair, rng) for pair, rng in zip(pairs, rngs)]
+        masks = [None if pair.search_mask is None else crop_mask(pair.search_mask, crop[4])
+                 for pair, crop in zip(pairs, crops)]
+        search_boxes = [crop[3] for crop in crops]
         anchors = _anchors(self.search_size, self.template_size)
         drawn = [anchor_targets(np.concatenate([box[:2], box[:2] + box[2:]])[None], [pair.negative], anchors, rng,
                                 [mask is not None], self.targets)
@@ -89,11 +66,7 @@ class SiamMaskCrops(CropConfig):
         for slot, mask in zip(search_mask, masks):
             if mask is not None:
                 slot[...] = mask
-        return {"template": stack_images(templates), "search": stack_images(searches),
-                "template_box": torch.as_tensor(np.stack(template_boxes), dtype=torch.float32),
-                "search_box": torch.as_tensor(np.stack(search_boxes), dtype=torch.float32),
-                "negative": torch.as_tensor([pair.negative for pair in pairs], dtype=torch.bool),
-                "search_mask": torch.from_numpy(search_mask),
+        return {**self.stack(pairs, crops), "search_mask": torch.from_numpy(search_mask),
                 "has_mask": torch.as_tensor([mask is not None for mask in masks], dtype=torch.bool),
                 **{key: torch.from_numpy(np.concatenate([getattr(t, name) for t in drawn]))
                    for key, name in (("anchor_cls", "cls"), ("anchor_delta", "delta"),
