@@ -28,7 +28,7 @@ from evaluate.tracking_run import track_frames
 from trackers.siamfcpp import task as siamfcpp_task
 from trackers.siamfcpp.onnx_network import OnnxNetwork
 from trackers.siamfcpp.params import SiamFCppTrackerParams
-from trackers.siamese_selection import cosine_window, select_box
+from trackers.siamese import cosine_window, select_box
 from trackers.siamfcpp.tracker import SiamFCppTracker, TorchNetwork
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -23,10 +23,10 @@ from typing import Protocol
 
 import numpy as np
 
-from data.crops import CropWindow, channel_mean, context_side, crop_image, crop_to_frame
-from trackers.base import Tracker, TrackOutput
+from data.crops import crop_image, crop_to_frame
+from trackers.base import TrackOutput
 from trackers.crop_batches import torch_batch
-from trackers.siamese_selection import cosine_window, select_box
+from trackers.siamese import SiameseTracker, cosine_window, select_box
 from trackers.siamfcpp.params import SiamFCppTrackerParams
 
 
@@ -42,7 +42,7 @@ class SiamFCppNetwork(Protocol):
         """(score (S·S,), boxes (S·S, 4) xyxy in crop pixels) of one search crop."""
 
 
-class SiamFCppTracker(Tracker):
+class SiamFCppTracker(SiameseTracker):
     name = "siamfcpp"
 
     def __init__(self, network: SiamFCppNetwork, params: SiamFCppTrackerParams, score_size: int) -> None:
@@ -51,17 +51,12 @@ class SiamFCppTracker(Tracker):
         self.window = cosine_window(score_size)
 
     def _initialize(self, frame: np.ndarray, box: np.ndarray) -> None:
-        x, y, w, h = box
-        self.center, self.size = np.array([x + w / 2, y + h / 2]), np.array([w, h])
-        self.mean = channel_mean(frame)
-        side = float(context_side(w, h, self.params.context_amount))
-        crop = crop_image(frame, CropWindow(*self.center, side, self.network.z_size), self.mean)
+        crop = self._template_crop(frame, box, self.params.context_amount, self.network.z_size)
         self.kernels = self.network.template(crop)
 
     def _track(self, frame: np.ndarray) -> TrackOutput:
         p = self.params
-        template_side = float(context_side(*self.size, p.context_amount))
-        window = CropWindow(*self.center, template_side * p.x_size / self.network.z_size, p.x_size)
+        window = self._search_window(p.context_amount, self.network.z_size, p.x_size)
         score, boxes = self.network.search(crop_image(frame, window, self.mean), self.kernels)
         best, box, lr = select_box(score, boxes, self.size * window.scale, self.window, p.penalty_k, p.window_influence,
                                   p.test_lr)

@@ -11,7 +11,7 @@ template's scale), then on the k · S · S anchors (anchor-major, as ``anchors.a
 * the boxes are the anchors' deltas decoded against ``anchors.tracking_anchors`` (displacements from the crop centre)
   plus x_size / 2, i.e. in search-crop pixels;
 * penalty, cosine window (tiled over the k anchors), best anchor and the smoothing rate lr = penalty · score · lr are
-  SiamFC++'s (``trackers.siamese_selection.select_box``: the reference's formulas are the same in both trackers);
+  SiamFC++'s (``trackers.siamese.select_box``: the reference's formulas are the same in both trackers);
 * the centre moves to the best box, the size is smoothed with lr; centre clamped into the frame, size into
   [min_size, frame size] — the state follows the RPN box, never the mask (as the reference);
 * the mask of the best anchor's location (row i, column j) comes from the network (refine module 127 × 127, or the
@@ -51,11 +51,11 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from data.boxes import cxcywh_to_xyxy, xyxy_to_xywh
-from data.crops import CropWindow, channel_mean, context_side, crop_image, crop_to_frame
+from data.crops import CropWindow, crop_image, crop_to_frame
 from engine.sections import Fraction, PositiveInt, Section
-from trackers.base import Tracker, TrackOutput
+from trackers.base import TrackOutput
 from trackers.crop_batches import torch_batch
-from trackers.siamese_selection import cosine_window, select_box
+from trackers.siamese import SiameseTracker, cosine_window, select_box
 
 # trackers.siammask.anchors imports torch: it is imported where it is used, so that this module (the task's params,
 # the ONNX Runtime tracker) loads without PyTorch
@@ -171,7 +171,7 @@ def mask_polygon(mask: np.ndarray, min_area: float) -> Optional[np.ndarray]:
     return cv2.boxPoints(cv2.minAreaRect(contours[best])).astype(np.float64) + 0.5
 
 
-class SiamMaskTracker(Tracker):
+class SiamMaskTracker(SiameseTracker):
     """The online tracker (module docstring) on a `SiamMaskNetwork`; ``last`` holds the box, the best anchor's score,
     the H×W bool mask and the (4, 2) polygon of every frame after the first."""
 
@@ -194,11 +194,7 @@ class SiamMaskTracker(Tracker):
         self._decode = anchors.decode_deltas
 
     def _initialize(self, frame: np.ndarray, box: np.ndarray) -> None:
-        x, y, w, h = box
-        self.center, self.size = np.array([x + w / 2, y + h / 2]), np.array([w, h])
-        self.mean = channel_mean(frame)
-        side = float(context_side(w, h, self.params.context_amount))
-        crop = crop_image(frame, CropWindow(*self.center, side, self.network.z_size), self.mean)
+        crop = self._template_crop(frame, box, self.params.context_amount, self.network.z_size)
         self.kernel = self.network.template(crop)
 
     def _rpn_box(self) -> np.ndarray:
@@ -212,8 +208,7 @@ class SiamMaskTracker(Tracker):
 
     def _track(self, frame: np.ndarray) -> TrackOutput:
         p = self.params
-        template_side = float(context_side(*self.size, p.context_amount))
-        window = CropWindow(*self.center, template_side * p.x_size / self.network.z_size, p.x_size)
+        window = self._search_window(p.context_amount, self.network.z_size, p.x_size)
         score, deltas, handle = self.network.search(crop_image(frame, window, self.mean), self.kernel)
         with np.errstate(over="ignore", invalid="ignore"):
             boxes = self.crop_boxes(deltas)

@@ -1,5 +1,6 @@
-"""The choice of the box on a Siamese tracker's score map, shared by SiamFC++ and SiamMask (their references use the
-same formulas): a scale/ratio change penalty, a cosine window, and the size smoothing rate.
+"""What the Siamese trackers (SiamFC++, SiamMask) share, as their references do: the target state with the template
+and search crops (`SiameseTracker`), and the choice of the box on the score map (`select_box`): a scale/ratio change
+penalty, a cosine window, and the size smoothing rate.
 
 * penalty = exp(−(r·s − 1)·penalty_k), with s the change of the box's context size and r the change of its aspect
   ratio against the previous box (each as max(q, 1/q));
@@ -12,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from data.boxes import xyxy_to_xywh
+from data.crops import CropWindow, channel_mean, context_side, crop_image
+from trackers.base import Tracker
 
 
 def _change(ratio: np.ndarray) -> np.ndarray:
@@ -49,3 +52,22 @@ def select_box(score: np.ndarray, boxes_xyxy: np.ndarray, previous_size_in_crop:
     pscore = np.where(usable, pscore, -np.inf)
     best = int(np.argmax(pscore))
     return best, boxes[best], float(penalty[best] * score[best] * lr)
+
+
+class SiameseTracker(Tracker):
+    """The state of a Siamese tracker: the target's centre and size in the frame, and the first frame's per-channel
+    mean, the padding colour of every crop (the references pad with it)."""
+
+    def _template_crop(self, frame: np.ndarray, box: np.ndarray, context_amount: float, z_size: int) -> np.ndarray:
+        """Start from `box` in `frame`; returns the template crop: its context square resized to z_size."""
+        x, y, w, h = box
+        self.center, self.size = np.array([x + w / 2, y + h / 2]), np.array([w, h])
+        self.mean = channel_mean(frame)
+        side = float(context_side(w, h, context_amount))
+        return crop_image(frame, CropWindow(*self.center, side, z_size), self.mean)
+
+    def _search_window(self, context_amount: float, z_size: int, x_size: int) -> CropWindow:
+        """The search crop around the current centre: the current context side × x_size / z_size (the target keeps
+        the template's scale)."""
+        side = float(context_side(*self.size, context_amount))
+        return CropWindow(*self.center, side * x_size / z_size, x_size)
