@@ -240,7 +240,7 @@ class TorchNetwork:
     (`trackers.crop_batches.torch_batch`). ``mask_source``: "refine" (the refine module's 127 × 127 mask; the model
     must have it) or "base" (the mask head's 63 × 63)."""
 
-    def __init__(self, net, x_size: int, mask_source: str = "refine") -> None:
+    def __init__(self, net, x_size: int, mask_source: str = "base") -> None:
         import torch
 
         from trackers.siammask.anchors import ANCHOR_NUM, score_size
