@@ -48,7 +48,7 @@ from data import mask_sequences
 from engine.errors import UserError
 from engine.sections import PositiveInt, Section
 from evaluate.davis_metrics import box_mask, boundary_f, db_statistics, jaccard, mask_box
-from evaluate.tracking_run import tracker_result_dir, tracking_data_dir
+from evaluate.tracking_run import evenly_spread, tracker_result_dir, tracking_data_dir
 from evaluate.vot_evaluate import sequence_from
 
 log = logging.getLogger(__name__)
@@ -123,9 +123,7 @@ def selected(sequence_set, options) -> list:
     if not any(len(annotated_frames(s)) > 1 for s in sequences):
         raise UserError(f"{sequence_set.description}: no sequence has an annotated frame after its first one; "
                         "nothing can be scored (a subset whose masks are withheld is scored by its server only)")
-    if options.max_sequences is not None and options.max_sequences < len(sequences):
-        picks = np.linspace(0, len(sequences) - 1, options.max_sequences).round().astype(int)
-        sequences = [sequences[i] for i in picks]
+    sequences = evenly_spread(sequences, options.max_sequences)
     return sequences
 
 

@@ -38,7 +38,7 @@ from data.sequences import Sequence, SequenceSet, open_sequences
 from engine.errors import UserError, run_command
 from engine.sections import NonNegInt, PositiveInt, Section
 from evaluate.tracking_results import score_got10k, score_ope, write_got10k_result, write_ope_result
-from evaluate.tracking_run import track_frames, tracker_result_dir, tracking_data_dir
+from evaluate.tracking_run import evenly_spread, track_frames, tracker_result_dir, tracking_data_dir
 from evaluate.visualize import GREEN, RED, curve_image
 
 log = logging.getLogger(__name__)
@@ -91,9 +91,7 @@ def selected(sequence_set: SequenceSet, options: Got10kOptions) -> list[Sequence
         raise UserError(f"{unannotated[0].where}: only the first frame is annotated ({len(unannotated)} such "
                         f"sequences in {sequence_set.description}); scoring needs every frame's box (the GOT-10k "
                         "test subset is scored by the online server only: use subset 'val')")
-    if options.max_sequences is not None and options.max_sequences < len(sequences):
-        picks = np.linspace(0, len(sequences) - 1, options.max_sequences).round().astype(int)
-        sequences = [sequences[i] for i in picks]
+    sequences = evenly_spread(sequences, options.max_sequences)
     if options.max_frames is not None:
         sequences = [_first_frames(s, options.max_frames) for s in sequences]
     return sequences

@@ -76,3 +76,11 @@ def tracker_result_dir(options, global_step: int, run_dir: Optional[str], model_
     else:
         name = Path(model_file or "tracker").name.replace(":", "_").removesuffix(".pth").removesuffix(".onnx")
     return root / name
+
+
+def evenly_spread(items: list, count: Optional[int]) -> list:
+    """At most `count` of `items`, evenly spread over the list (first and last included); all of them when `count` is
+    None or not smaller than the list: a tracking evaluation bounded by ``max_sequences``."""
+    if count is None or count >= len(items):
+        return list(items)
+    return [items[i] for i in np.linspace(0, len(items) - 1, count).round().astype(int)]

@@ -48,7 +48,7 @@ from pydantic import Field, model_validator
 from data.mask_sequences import VOT_VERTEX_SHIFT, open_vot
 from engine.errors import UserError
 from engine.sections import PositiveInt, Section
-from evaluate.tracking_run import tracker_result_dir, tracking_data_dir
+from evaluate.tracking_run import evenly_spread, tracker_result_dir, tracking_data_dir
 from evaluate.vot_metrics import (DEFAULT_EAO_INTERVAL, FAILURE, INIT, SKIPPED, ResetRun, expected_average_overlap,
                                   polygon_iou, region_area, region_vertices, reset_protocol, sequence_accuracy,
                                   vot_accuracy, vot_robustness)
@@ -139,9 +139,7 @@ def selected(sequence_set, options) -> list:
                             f"{len(sequence)} frames; the VOT protocol needs a region (or NaN) for every frame")
     if not sequences:
         raise UserError(f"{sequence_set.description}: no sequences to evaluate")
-    if options.max_sequences is not None and options.max_sequences < len(sequences):
-        picks = np.linspace(0, len(sequences) - 1, options.max_sequences).round().astype(int)
-        sequences = [sequences[i] for i in picks]
+    sequences = evenly_spread(sequences, options.max_sequences)
     return sequences
 
 

@@ -15,6 +15,7 @@ from typing import Optional
 import numpy as np
 import pytest
 
+from data import synthetic
 from data.sequences import Sequence, SequenceSet
 from engine.params import evaluation_params_class
 from evaluate import davis_evaluate, vot_evaluate
@@ -518,19 +519,10 @@ def test_evaluator_py_with_a_reference_tracker(evaluator_name, tmp_path, monkeyp
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# With the readers and generators of data.mask_sequences / data.synthetic (skipped where they do not exist)
-
-
-def _generator(name: str):
-    pytest.importorskip("data.mask_sequences")
-    synthetic = pytest.importorskip("data.synthetic")
-    if not hasattr(synthetic, f"generate_{name}"):
-        pytest.skip(f"data.synthetic has no generate_{name}")
-    return synthetic
+# With the readers and generators of data.mask_sequences / data.synthetic
 
 
 def test_vot_evaluate_reads_a_generated_vot_set(tmp_path):
-    synthetic = _generator("vot")
     synthetic.generate_vot(tmp_path / "vot", synthetic.VotSpec(num_seqs=2, min_frames=16, max_frames=20), workers=1)
     params = vot_params(data_dir=str(tmp_path / "vot"), result_dir=str(tmp_path / "results"), eao_low=1,
                         eao_high=20)
@@ -540,7 +532,6 @@ def test_vot_evaluate_reads_a_generated_vot_set(tmp_path):
 
 
 def test_davis_evaluate_reads_a_generated_davis_set(tmp_path):
-    synthetic = _generator("davis")
     synthetic.generate_davis(tmp_path / "davis", synthetic.DavisSpec(num_train_videos=1, num_val_videos=2,
                                                                      min_frames=8, max_frames=10), workers=1)
     params = davis_params(data_dir=str(tmp_path / "davis"), subset="val")
