@@ -70,7 +70,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +78,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.tracking_timing import Clock, Proxy  # noqa: E402
 import trackers.goturn.tracker as tracker_module  # noqa: E402
 from evaluate.tracking_metrics import rect_iou  # noqa: E402
 from trackers.goturn.onnx_network import OnnxRegressor  # noqa: E402
@@ -135,44 +135,14 @@ def export(model, params, out: Path, config: str) -> float:
 # tracking: timing
 
 
-class Clock:
-    """Per-phase seconds of the current run."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = defaultdict(float)
-        self.on = False
-
-    def timed(self, phase: str, fn):
-        def wrapper(*args, **kwargs):
-            if not self.on:
-                return fn(*args, **kwargs)
-            start = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self.seconds[phase] += time.perf_counter() - start
-        return wrapper
-
-
-class _Proxy:
-    """Forwards every attribute to `target`, except the ones set on the proxy."""
-
-    def __init__(self, target, **overrides) -> None:
-        self.__dict__.update(overrides)
-        self._target = target
-
-    def __getattr__(self, name):
-        return getattr(self._target, name)
-
-
 def timed_network(network, clock: Clock):
     """`network` with its ``regress`` (graph + I/O) and the graph alone timed."""
     if isinstance(network, OnnxRegressor):
         inner = network.session
-        network.session = _Proxy(inner, run=clock.timed("graph", inner.run))
+        network.session = Proxy(inner, run=clock.timed("graph", inner.run))
     else:
         inner = network.net
-        network.net = _Proxy(inner, features=clock.timed("graph", inner.features),
+        network.net = Proxy(inner, features=clock.timed("graph", inner.features),
                              regress=clock.timed("graph", inner.regress))
     network.regress = clock.timed("network", network.regress)
     return network

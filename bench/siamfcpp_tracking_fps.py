@@ -57,6 +57,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.tracking_timing import Clock, Proxy  # noqa: E402
 import trackers.siamfcpp.tracker as tracker_module  # noqa: E402
 from evaluate.tracking_metrics import rect_iou  # noqa: E402
 from trackers.siamfcpp.onnx_network import OnnxNetwork  # noqa: E402
@@ -219,36 +220,6 @@ def denormals_in_forward(model, params) -> int:
 # timing
 
 
-class Clock:
-    """Per-phase seconds of the current run."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = defaultdict(float)
-        self.on = False
-
-    def timed(self, phase: str, fn):
-        def wrapper(*args, **kwargs):
-            if not self.on:
-                return fn(*args, **kwargs)
-            start = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self.seconds[phase] += time.perf_counter() - start
-        return wrapper
-
-
-class _Proxy:
-    """Forwards every attribute to `target`, except the ones set on the proxy."""
-
-    def __init__(self, target, **overrides) -> None:
-        self.__dict__.update(overrides)
-        self._target = target
-
-    def __getattr__(self, name):
-        return getattr(self._target, name)
-
-
 class TimedNetwork:
     """A network whose search (graph + I/O) and graph alone are timed."""
 
@@ -258,10 +229,10 @@ class TimedNetwork:
         self.template = network.template
         if isinstance(network, OnnxNetwork):
             inner = network.search_session
-            network.search_session = _Proxy(inner, run=clock.timed("graph", inner.run))
+            network.search_session = Proxy(inner, run=clock.timed("graph", inner.run))
         else:
             inner = network.net
-            network.net = _Proxy(inner, track=clock.timed("graph", inner.track))
+            network.net = Proxy(inner, track=clock.timed("graph", inner.track))
 
 
 @contextlib.contextmanager

@@ -75,6 +75,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.tracking_timing import Clock as TimingClock  # noqa: E402
+from bench.tracking_timing import Proxy  # noqa: E402
 import trackers.siammask.tracker as tracker_module  # noqa: E402
 from trackers.siammask.onnx_network import OnnxNetwork  # noqa: E402
 from trackers.siammask.tracker import SiamMaskTracker, TorchNetwork  # noqa: E402
@@ -139,46 +141,23 @@ def export(model, params, out: Path, config: str) -> float:
 # timing
 
 
-class Clock:
-    """Per-phase seconds of the current run."""
+class Clock(TimingClock):
+    """Per-phase seconds of the current run, and when the last mask came back to the frame."""
 
     def __init__(self) -> None:
-        self.seconds: dict[str, float] = defaultdict(float)
-        self.on = False
+        super().__init__()
         self.mask_ready = None   # perf_counter when mask_to_frame returned (the threshold runs until mask_polygon)
-
-    def timed(self, phase: str, fn):
-        def wrapper(*args, **kwargs):
-            if not self.on:
-                return fn(*args, **kwargs)
-            start = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self.seconds[phase] += time.perf_counter() - start
-        return wrapper
-
-
-class _Proxy:
-    """Forwards every attribute to `target`, except the ones set on the proxy."""
-
-    def __init__(self, target, **overrides) -> None:
-        self.__dict__.update(overrides)
-        self._target = target
-
-    def __getattr__(self, name):
-        return getattr(self._target, name)
 
 
 def timed_network(network, clock: Clock):
     """`network` with its ``search`` and ``mask`` (graph + I/O) and the graphs alone timed."""
     if isinstance(network, OnnxNetwork):
         search, mask = network.search_session, network.mask_session
-        network.search_session = _Proxy(search, run=clock.timed("search_graph", search.run))
-        network.mask_session = _Proxy(mask, run=clock.timed("mask_graph", mask.run))
+        network.search_session = Proxy(search, run=clock.timed("search_graph", search.run))
+        network.mask_session = Proxy(mask, run=clock.timed("mask_graph", mask.run))
     else:
         inner = network.net
-        network.net = _Proxy(inner, track=clock.timed("search_graph", inner.track),
+        network.net = Proxy(inner, track=clock.timed("search_graph", inner.track),
                              mask_at=clock.timed("mask_graph", inner.mask_at),
                              refine=clock.timed("mask_graph", inner.refine))
     network.search = clock.timed("search", network.search)

@@ -414,7 +414,8 @@ def test_box_mask_and_mask_box():
 def test_davis_measures_equal_davisinteractive(seed, monkeypatch):
     """Oracle: the DAVIS challenge's own package (davisinteractive 1.0.4) where it is installed (it needs
     scikit-image and was written for NumPy < 1.24: its np.int / np.float / np.bool aliases are restored here)."""
-    oracle = pytest.importorskip("davisinteractive.metrics.jaccard")
+    oracle = pytest.importorskip("davisinteractive.metrics.jaccard", reason="davisinteractive (the DAVIS challenge's "
+                                 "metrics) is not installed: it does not install with NumPy 2 and is not a dependency")
     for alias, kind in (("int", int), ("float", float), ("bool", bool)):
         if alias not in np.__dict__:
             monkeypatch.setattr(np, alias, kind, raising=False)
