@@ -78,7 +78,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.tracking_timing import Clock, Proxy  # noqa: E402
+from bench.tracking_common import Clock, Proxy, synthetic_sequence, warn_about_load  # noqa: E402
 import trackers.goturn.tracker as tracker_module  # noqa: E402
 from evaluate.tracking_metrics import rect_iou  # noqa: E402
 from trackers.goturn.onnx_network import OnnxRegressor  # noqa: E402
@@ -94,18 +94,6 @@ PHASES = ("crop", "network", "graph", "net_io", "rest")
 
 # ---------------------------------------------------------------------------------------------------------------------
 # data, models, export
-
-
-def synthetic_sequence(work: Path, frames: int, width: int, height: int):
-    """(decoded frames, ground-truth boxes) of one synthetic GOT-10k val sequence of `frames` + 1 frames."""
-    from data.sequences import open_sequences
-    from data.synthetic import Got10kSpec, generate_got10k
-
-    generate_got10k(work / "got10k_sequence", Got10kSpec(num_train_seqs=1, num_val_seqs=1, min_frames=frames + 1,
-                                                         max_frames=frames + 1, img_w=width, img_h=height), workers=1)
-    sequences = open_sequences(work / "got10k_sequence", "val")
-    sequence = sequences.sequences[0]
-    return [sequences.frame(sequence, i) for i in range(len(sequence))], sequence.boxes
 
 
 def build(config: str):
@@ -378,15 +366,7 @@ def main(argv=None) -> dict:
         parser.error("need --frames ≥ 6, --repeats, --train-steps, --batches ≥ 1 and --warmup ≥ 0")
     width, height = (int(v) for v in args.frame_size.lower().split("x"))
     torch.set_num_threads(args.threads)
-    load_before = os.getloadavg()
-    cpus = os.cpu_count() or 1
-    if args.threads > 1 and load_before[0] + args.threads > cpus + 0.5:
-        print(f"warning: load average {load_before[0]:.1f} + {args.threads} threads on {cpus} CPUs: threads will "
-              f"wait for cores (PyTorch's OpenMP pool badly so); the eager and training figures may measure the "
-              f"contention, not the code (try --threads 1)", flush=True)
-    elif load_before[0] > cpus - 0.5:
-        print(f"note: load average {load_before[0]:.1f} on {cpus} CPUs: the machine is busy, absolute figures are "
-              f"slowed down (the ratios less so: both sides of each run the same load)", flush=True)
+    load_before = warn_about_load(args.threads, "the eager and training figures")
     import onnxruntime as ort
 
     with tempfile.TemporaryDirectory(prefix="goturn_speed.") as tmp:

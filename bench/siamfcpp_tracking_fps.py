@@ -57,7 +57,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.tracking_timing import Clock, Proxy  # noqa: E402
+from bench.tracking_common import Clock, Proxy, synthetic_sequence  # noqa: E402
 import trackers.siamfcpp.tracker as tracker_module  # noqa: E402
 from evaluate.tracking_metrics import rect_iou  # noqa: E402
 from trackers.siamfcpp.onnx_network import OnnxNetwork  # noqa: E402
@@ -72,18 +72,6 @@ PHASES = ("crop", "graph", "graph_io", "select", "other")
 
 # ---------------------------------------------------------------------------------------------------------------------
 # data, models, export
-
-
-def synthetic_sequence(work: Path, frames: int, width: int, height: int):
-    """(decoded frames, ground-truth boxes) of one synthetic GOT-10k val sequence of `frames` + 1 frames."""
-    from data.sequences import open_sequences
-    from data.synthetic import Got10kSpec, generate_got10k
-
-    generate_got10k(work / "got10k", Got10kSpec(num_train_seqs=1, num_val_seqs=1, min_frames=frames + 1,
-                                                max_frames=frames + 1, img_w=width, img_h=height), workers=1)
-    sequences = open_sequences(work / "got10k", "val")
-    sequence = sequences.sequences[0]
-    return [sequences.frame(sequence, i) for i in range(len(sequence))], sequence.boxes
 
 
 def build(backbone: str):

@@ -75,8 +75,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.tracking_timing import Clock as TimingClock  # noqa: E402
-from bench.tracking_timing import Proxy  # noqa: E402
+from bench.tracking_common import Clock as TimingClock  # noqa: E402
+from bench.tracking_common import Proxy, warn_about_load  # noqa: E402
 import trackers.siammask.tracker as tracker_module  # noqa: E402
 from trackers.siammask.onnx_network import OnnxNetwork  # noqa: E402
 from trackers.siammask.tracker import SiamMaskTracker, TorchNetwork  # noqa: E402
@@ -329,15 +329,7 @@ def main(argv=None) -> dict:
         parser.error(f"need --frames ≥ {WARMUP_FRAMES}, --reference-frames, --repeats and --threads ≥ 1")
     width, height = (int(v) for v in args.frame_size.lower().split("x"))
     torch.set_num_threads(args.threads)
-    load_before = os.getloadavg()
-    cpus = os.cpu_count() or 1
-    if args.threads > 1 and load_before[0] + args.threads > cpus + 0.5:
-        print(f"warning: load average {load_before[0]:.1f} + {args.threads} threads on {cpus} CPUs: threads will "
-              f"wait for cores (PyTorch's OpenMP pool badly so); the eager figures may measure the contention, not "
-              f"the code (try --threads 1)", flush=True)
-    elif load_before[0] > cpus - 0.5:
-        print(f"note: load average {load_before[0]:.1f} on {cpus} CPUs: the machine is busy, absolute figures are "
-              f"slowed down (the ratios less so: both sides of each repeat run under the same load)", flush=True)
+    load_before = warn_about_load(args.threads, "the eager figures")
     import onnxruntime as ort
 
     with tempfile.TemporaryDirectory(prefix="siammask_fps.") as tmp:
